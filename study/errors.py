@@ -1,0 +1,26 @@
+"""Exceptions raised by the study.
+
+Every error the user can fix derives from `StudyError`. The command-line entry
+points catch it and print its message as one line with exit status 2, so each
+message must say what failed, on which value, and what to do about it.
+"""
+
+
+class StudyError(Exception):
+    """Base class for errors caused by input, files or configuration."""
+
+
+class DataError(StudyError):
+    """CIFAR-10 could not be found, read or validated."""
+
+
+class SplitError(StudyError):
+    """A training-set size or validation split is impossible for the pool."""
+
+
+class WeightsError(StudyError):
+    """ImageNet ResNet50 weights could not be obtained or do not fit the model."""
+
+
+class ConfigError(StudyError):
+    """A command-line value, search-space file or project setting is invalid."""

@@ -1,0 +1,199 @@
+"""The HyperModel: ResNet50 backbone plus a dense classification head.
+
+    input 32x32x3 (uint8 or float, 0-255)
+      -> Preprocess (`scale`: x / 255, or `caffe`: ResNet50's own preprocessing)
+      -> Resizing to `image_size` (only when it differs from 32)
+      -> ResNet50(include_top=False), the "backbone"
+      -> GlobalAveragePooling2D
+      -> Dense(units_1, relu) -> Dropout -> Dense(units_2, relu) -> Dropout
+      -> Dense(10, softmax)
+
+`build()` returns the model ready for phase 1: backbone frozen, head trainable,
+compiled with `learning_rate_head`. `unfreeze_backbone()` prepares phase 2.
+The model uses `keras.layers` and `keras.ops` only, so it runs on every Keras
+backend.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import keras_tuner
+from keras import ops
+
+from study.data import IMAGE_SHAPE, NUM_CLASSES
+from study.search_space import SearchSpace
+from study.weights import ResolvedWeights
+
+logger = logging.getLogger(__name__)
+
+BACKBONE_NAME = "backbone"
+# Per-channel means of ImageNet in BGR order, as
+# `keras.applications.resnet50.preprocess_input` subtracts them ("caffe" mode).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="study")
+class Preprocess(keras.layers.Layer):
+    """Map 0-255 RGB pixels to what the backbone expects.
+
+    Args:
+        mode: `scale` divides by 255, as the original notebooks did. `caffe`
+            flips RGB to BGR and subtracts the ImageNet channel means, which is
+            what `keras.applications.resnet50.preprocess_input` does and what
+            the ImageNet weights were trained with.
+
+    Unlike `preprocess_input` on a float numpy array, this layer never modifies
+    the caller's array: it runs on tensors inside the model.
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("scale", "caffe"):
+            raise ValueError(f"preprocessing mode must be 'scale' or 'caffe', got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "scale":
+            return x / 255.0
+        x = ops.flip(x, axis=-1)
+        return x - ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+class TransferHyperModel(keras_tuner.HyperModel):
+    """ResNet50 plus a tunable head, built from a search space.
+
+    Args:
+        search_space: the hyperparameters and training settings.
+        weights: resolved backbone weights. The weights file is read on the
+            first build only; later builds copy the arrays kept in memory.
+    """
+
+    def __init__(self, search_space: SearchSpace, weights: ResolvedWeights, **kwargs):
+        super().__init__(name=search_space.name, **kwargs)
+        self.search_space = search_space
+        self.weights = weights
+        self._backbone_arrays = None
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        values = self.search_space.declare(hp)
+        model = build_model(values, self._make_backbone(values["image_size"]))
+        freeze_backbone(model)
+        compile_model(model, self.search_space.training.optimizer, values["learning_rate_head"])
+        return model
+
+    def _make_backbone(self, image_size: int) -> keras.Model:
+        input_shape = (image_size, image_size, 3)
+        if self.weights.keras_weights is None:
+            return keras.applications.ResNet50(
+                include_top=False, weights=None, input_shape=input_shape, name=BACKBONE_NAME
+            )
+        if self._backbone_arrays is None:
+            backbone = keras.applications.ResNet50(
+                include_top=False,
+                weights=self.weights.keras_weights,
+                input_shape=input_shape,
+                name=BACKBONE_NAME,
+            )
+            self._backbone_arrays = backbone.get_weights()
+            return backbone
+        # Convolution weights do not depend on the input size, so the arrays
+        # read once fit every image_size.
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=None, input_shape=input_shape, name=BACKBONE_NAME
+        )
+        backbone.set_weights(self._backbone_arrays)
+        return backbone
+
+
+def build_model(values: dict, backbone: keras.Model) -> keras.Model:
+    """Assemble preprocessing, backbone and head from hyperparameter values."""
+    regularizer = keras.regularizers.L2(values["l2"]) if values["l2"] > 0 else None
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
+    x = Preprocess(values["preprocessing"], name="preprocess")(inputs)
+    size = values["image_size"]
+    if size != IMAGE_SHAPE[0]:
+        x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    for index, units in ((1, values["units_1"]), (2, values["units_2"])):
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_regularizer=regularizer, name=f"dense_{index}"
+        )(x)
+        if values["dropout"] > 0:
+            x = keras.layers.Dropout(values["dropout"], name=f"dropout_{index}")(x)
+    outputs = keras.layers.Dense(
+        NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer, name="predictions"
+    )(x)
+    return keras.Model(inputs, outputs, name="resnet50_transfer")
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return optimizers[name](learning_rate=learning_rate)
+
+
+def compile_model(model: keras.Model, optimizer: str, learning_rate: float) -> None:
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(BACKBONE_NAME)
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    """Phase 1: freeze the whole backbone, BatchNormalization included.
+
+    In Keras 3 a non-trainable BatchNormalization layer runs in inference mode,
+    so its moving statistics stay at their ImageNet values.
+    """
+    backbone_of(model).trainable = False
+
+
+def unfreeze_backbone(model: keras.Model, depth: str, bn_policy: str) -> list[str]:
+    """Phase 2: make the backbone trainable from stage `depth` on.
+
+    Args:
+        model: a model from `build_model`.
+        depth: `all`, or `conv3`, `conv4`, `conv5` to unfreeze from the first
+            layer of that stage to the end of the backbone.
+        bn_policy: `frozen` keeps every BatchNormalization layer non-trainable
+            (inference mode, ImageNet statistics kept); `trainable` lets them
+            train and update their moving statistics, as the original notebooks
+            did. Passing `training=False` when the backbone is called does not
+            survive `fit()` in Keras 3, so the policy is set per layer here.
+
+    Returns:
+        Names of the backbone layers that are trainable afterwards.
+
+    The caller must compile the model again for the change to take effect.
+    """
+    backbone = backbone_of(model)
+    backbone.trainable = True
+    layers = backbone.layers
+    if depth == "all":
+        start = 0
+    else:
+        prefix = f"{depth}_"
+        start = next((i for i, layer in enumerate(layers) if layer.name.startswith(prefix)), None)
+        if start is None:
+            raise ValueError(f"the backbone has no stage {depth!r}")
+    for index, layer in enumerate(layers):
+        trainable = index >= start
+        if bn_policy == "frozen" and isinstance(layer, keras.layers.BatchNormalization):
+            trainable = False
+        layer.trainable = trainable
+    return [layer.name for layer in layers if layer.trainable and layer.weights]

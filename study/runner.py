@@ -1,0 +1,147 @@
+"""Run one Keras Tuner project per training-set size and summarise the best trials."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from study.callbacks import format_duration
+from study.hypermodel import TransferHyperModel
+from study.records import build_tables, write_atomic, write_tables
+from study.errors import ConfigError
+from study.search_space import SearchSpace
+from study.splits import Splits
+from study.tuner import TwoPhaseTuner, make_oracle
+from study.weights import ResolvedWeights
+
+logger = logging.getLogger("study.search")
+
+SUMMARY_COLUMNS = [
+    "size",
+    "trial_id",
+    "objective",
+    "head_test_accuracy",
+    "finetune_test_accuracy",
+    "final_train_accuracy",
+    "protocol",
+]
+
+
+CONFIG_FILE = "study_config.json"
+# Changing any of these makes an existing project a different experiment.
+_IDENTITY_KEYS = ("search_space_fingerprint", "size", "seed", "data_sha256", "weights")
+
+
+def project_dir(results_dir: Path, space: SearchSpace, size: int) -> Path:
+    return results_dir / space.name / f"size_{size}"
+
+
+def check_project(project_dir: Path, config: dict, overwrite: bool) -> None:
+    """Refuse to resume a project that was created for another experiment."""
+    path = project_dir / CONFIG_FILE
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"project {project_dir} has an unreadable {CONFIG_FILE} ({exc}); "
+            "pass --overwrite to start it again"
+        ) from exc
+    changed = [k for k in _IDENTITY_KEYS if previous.get(k) != config.get(k)]
+    if changed:
+        raise ConfigError(
+            f"project {project_dir} was created with a different "
+            f"{', '.join(changed)}; pass --overwrite to replace it, or use "
+            "another --results-dir"
+        )
+
+
+def run_sizes(
+    space: SearchSpace,
+    splits: dict[int, Splits],
+    weights: ResolvedWeights,
+    provenance: dict,
+    resolved: dict,
+    results_dir: Path,
+    args: argparse.Namespace,
+) -> None:
+    """Run or resume the project of every size, then log the best trials."""
+    hypermodel = TransferHyperModel(space, weights)
+    started = time.monotonic()
+    for size, size_splits in splits.items():
+        directory = project_dir(results_dir, space, size)
+        config = {
+            **resolved,
+            "size": size,
+            "sizes_of_splits": size_splits.sizes(),
+            "protocol": size_splits.protocol,
+            "weights": weights.describe(),
+        }
+        check_project(directory, config, args.overwrite)
+        oracle = make_oracle(
+            space.tuner.oracle,
+            space.tuner.max_trials,
+            args.seed,
+            max_epochs=space.training.epochs_finetune,
+            hyperband_factor=space.tuner.hyperband_factor,
+        )
+        tuner = TwoPhaseTuner(
+            hypermodel,
+            oracle,
+            search_space=space,
+            size=size,
+            study_seed=args.seed,
+            provenance=provenance,
+            results_dir=results_dir,
+            directory=str(directory.parent),
+            project_name=directory.name,
+            overwrite=args.overwrite,
+        )
+        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        logger.info(
+            "size=%d: project %s, %s train / %s validation / %s test images (%s protocol)",
+            size,
+            directory,
+            *size_splits.sizes().values(),
+            size_splits.protocol,
+        )
+        if tuner.remaining_trials == 0:
+            logger.info("size=%d: all trials done already; nothing to run", size)
+        tuner.search(splits=size_splits, verbose=0)
+        del tuner
+        keras.backend.clear_session()
+        gc.collect()
+
+    write_tables(results_dir)
+    logger.info("study finished in %s", format_duration(time.monotonic() - started))
+    summary = best_trials(results_dir, space.name, list(splits))
+    if summary.empty:
+        logger.warning("no completed trials in %s", results_dir)
+    else:
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def best_trials(results_dir: Path, space_name: str, sizes: list[int]) -> pd.DataFrame:
+    """The best completed trial per size of one search space."""
+    trials, _ = build_tables(results_dir)
+    if trials.empty:
+        return trials
+    done = trials[
+        (trials["status"] == "completed")
+        & (trials["search_space"] == space_name)
+        & (trials["size"].isin(sizes))
+    ]
+    if done.empty:
+        return done
+    best = done.loc[done.groupby("size")["objective"].idxmax()]
+    hp_columns = [c for c in best.columns if c.startswith("hp_")]
+    varying = [c for c in hp_columns if done[c].nunique(dropna=False) > 1]
+    return best[SUMMARY_COLUMNS + varying].rename(columns={"objective": "val_accuracy"})

@@ -1,0 +1,202 @@
+"""Run the two-phase Keras Tuner study for one or more training-set sizes.
+
+    python -m study.search --size 10000 --search-space baseline
+    python -m study.search --size 1000 2500 5000 --search-space default --max-trials 5
+
+Each size is its own Keras Tuner project, `<results>/<search space>/size_<N>/`,
+so rerunning the same command resumes it, and sizes never share state. The
+resolved configuration is logged at start and written to `study_config.json`
+in each project; the tidy tables `trials.csv` and `epochs.csv` in the results
+folder are rebuilt after every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from study import __version__, cli
+from study.errors import ConfigError
+from study.search_space import ORACLES, SearchSpace, load_search_space
+
+logger = logging.getLogger("study.search")
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= {minimum}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog="python -m study.search",
+        description=(
+            "Tune ResNet50 transfer learning on CIFAR-10: every trial trains the "
+            "head (phase 1) and then fine-tunes the backbone (phase 2)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--size", type=positive_int, nargs="+", required=True, metavar="N",
+        help="training-set sizes in images, drawn class-balanced from the 50,000-image pool; "
+        "under the holdout protocol the validation images come out of N",
+    )
+    parser.add_argument(
+        "--search-space", default="default", metavar="NAME|PATH",
+        help="a search space in search_spaces/ by name, or a path to a .toml file",
+    )
+    parser.add_argument(
+        "--tuner", choices=ORACLES, default=None,
+        help="oracle; overrides the search space's tuner.oracle",
+    )
+    parser.add_argument(
+        "--max-trials", type=positive_int, default=None, metavar="N",
+        help="trials per size; overrides tuner.max_trials (Hyperband ignores it)",
+    )
+    parser.add_argument(
+        "--epochs-head", type=non_negative_int, default=None, metavar="N",
+        help="phase-1 epochs; overrides training.epochs_head",
+    )
+    parser.add_argument(
+        "--epochs-finetune", type=positive_int, default=None, metavar="N",
+        help="phase-2 epochs (the Hyperband budget); overrides training.epochs_finetune",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, metavar="N",
+        help="images per batch in both phases; overrides training.batch_size",
+    )
+    parser.add_argument(
+        "--results-dir", default="results", metavar="DIR",
+        help="folder for the Keras Tuner projects and the tidy tables",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="study seed: draws the subsets, seeds the oracle, and each trial's seed "
+        "derives from it and the trial id",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="delete existing projects of these sizes instead of resuming them",
+    )
+    cli.add_input_arguments(parser)
+    return parser
+
+
+def apply_overrides(space: SearchSpace, args: argparse.Namespace) -> SearchSpace:
+    training = dataclasses.replace(
+        space.training,
+        **{
+            key: value
+            for key, value in (
+                ("epochs_head", args.epochs_head),
+                ("epochs_finetune", args.epochs_finetune),
+                ("batch_size", args.batch_size),
+            )
+            if value is not None
+        },
+    )
+    tuner = dataclasses.replace(
+        space.tuner,
+        **{
+            key: value
+            for key, value in (("oracle", args.tuner), ("max_trials", args.max_trials))
+            if value is not None
+        },
+    )
+    if tuner.oracle == "grid":
+        for h in space.hyperparameters:
+            if h.type == "float" and h.step is None:
+                raise ConfigError(
+                    f"search space {space.path}: hyperparameter {h.name} is a "
+                    "continuous float, which --tuner grid cannot enumerate; "
+                    "choose another --tuner"
+                )
+    return dataclasses.replace(space, training=training, tuner=tuner)
+
+
+def check_results_dir(results_dir: Path) -> None:
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"results folder {results_dir} is not writable ({exc.strerror}); "
+            "pass another --results-dir"
+        ) from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.verbose)
+
+    space = apply_overrides(load_search_space(args.search_space), args)
+    results_dir = Path(args.results_dir)
+    check_results_dir(results_dir)
+
+    from study.data import load_cifar10
+    from study.splits import make_splits
+
+    data = load_cifar10(args.data)
+    splits = {
+        size: make_splits(
+            data, size, args.seed, space.training.validation_protocol,
+            space.training.validation_fraction,
+        )
+        for size in dict.fromkeys(args.size)
+    }
+
+    from study.weights import resolve_weights
+
+    weights = resolve_weights(args.weights)
+    provenance = {
+        "data_source": data.source,
+        "data_kind": data.kind,
+        "data_sha256": data.sha256,
+        "weights_route": weights.route,
+        "weights_sha256": weights.sha256,
+    }
+    resolved = {
+        "study_version": __version__,
+        "search_space": space.to_dict(),
+        "search_space_fingerprint": space.fingerprint,
+        "sizes": list(splits),
+        "seed": args.seed,
+        "results_dir": str(results_dir),
+        "data": data.describe(),
+        "weights": weights.describe(),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",
+        **provenance,
+    }
+    logger.info("resolved configuration:\n%s", json.dumps(resolved, indent=2))
+
+    from study.runner import run_sizes
+
+    run_sizes(space, splits, weights, provenance, resolved, results_dir, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_main(main))

@@ -1,0 +1,376 @@
+"""A Keras Tuner `Tuner` whose every trial runs both transfer-learning phases.
+
+Phase 1 trains the head with the backbone frozen. Phase 2 unfreezes the
+backbone per the trial's `finetune_depth` and `bn_policy`, recompiles with
+`learning_rate_finetune`, and fine-tunes. The objective is the best
+`val_accuracy` of phase 2 (direction max).
+
+A custom `run_trial` loses what `keras_tuner.Tuner.run_trial` does by default,
+so this one does it explicitly: `_try_build` clears the Keras session and
+collects garbage before each build, the best phase-2 epoch is checkpointed so
+`get_best_models()` works, TensorBoard logs carry the trial's HParams (on the
+TensorFlow backend), and `TerminateOnNaN` plus per-phase early stopping guard
+each fit.
+
+Under Hyperband the oracle's epoch budget (`tuner/epochs`) applies to phase 2.
+A trial that continues an earlier Hyperband trial (`tuner/trial_id`) loads that
+trial's best checkpoint and skips phase 1.
+
+After each phase the model is evaluated on the test set. Those figures go into
+the trial record for the report only; the oracle never sees them.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import keras_tuner
+
+from study.callbacks import ProgressLog, format_duration
+from study.hypermodel import compile_model, unfreeze_backbone
+from study.records import write_record, write_tables
+from study.search_space import SearchSpace
+from study.splits import Splits
+
+logger = logging.getLogger("study.tuner")
+
+OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+
+
+def make_oracle(
+    kind: str,
+    max_trials: int,
+    seed: int,
+    max_epochs: int,
+    hyperband_factor: int = 3,
+) -> keras_tuner.Oracle:
+    """Create the oracle named by `kind`, seeded from the study seed."""
+    if kind == "random":
+        return keras_tuner.oracles.RandomSearchOracle(
+            objective=OBJECTIVE, max_trials=max_trials, seed=seed
+        )
+    if kind == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(
+            objective=OBJECTIVE, max_trials=max_trials, seed=seed
+        )
+    if kind == "grid":
+        return keras_tuner.oracles.GridSearchOracle(
+            objective=OBJECTIVE, max_trials=max_trials, seed=seed
+        )
+    if kind == "hyperband":
+        return keras_tuner.oracles.HyperbandOracle(
+            objective=OBJECTIVE,
+            max_epochs=max_epochs,
+            factor=hyperband_factor,
+            hyperband_iterations=1,
+            seed=seed,
+        )
+    raise ValueError(f"unknown oracle {kind!r}")
+
+
+def trial_seed(study_seed: int, trial_id: str) -> int:
+    """Seed for one trial's weights and shuffling, derived from the study seed."""
+    digest = hashlib.sha256(f"{study_seed}:{trial_id}".encode()).hexdigest()
+    return int(digest[:8], 16) % (2**31 - 1)
+
+
+class BestEpochCheckpoint(keras.callbacks.Callback):
+    """Save the weights whenever the objective improves on the best so far."""
+
+    def __init__(self, filepath: str, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.filepath = filepath
+        self.monitor = monitor
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value) and value > self.best:
+            self.best = value
+            self.model.save_weights(self.filepath)
+
+
+def _first_non_finite(history: dict) -> tuple[int, float] | None:
+    for epoch, value in enumerate(history.get("loss", [])):
+        if not math.isfinite(value):
+            return epoch, value
+    return None
+
+
+class TwoPhaseTuner(keras_tuner.Tuner):
+    """Runs head training and fine-tuning in every trial.
+
+    Args:
+        hypermodel: a `study.hypermodel.TransferHyperModel`.
+        oracle: from `make_oracle`.
+        search_space: the parsed search space (training settings).
+        size: training-set size of this project.
+        study_seed: seed from which each trial's seed is derived.
+        provenance: fields copied into every trial record (data and weights
+            source and checksums).
+        **kwargs: passed to `keras_tuner.Tuner` (directory, project_name,
+            overwrite, ...).
+    """
+
+    def __init__(
+        self,
+        hypermodel,
+        oracle,
+        search_space: SearchSpace,
+        size: int,
+        study_seed: int,
+        provenance: dict | None = None,
+        results_dir: str | Path | None = None,
+        **kwargs,
+    ):
+        self.search_space = search_space
+        self.size = size
+        self.study_seed = study_seed
+        self.provenance = provenance or {}
+        self.results_dir = Path(results_dir) if results_dir is not None else None
+        self._trial_seconds: list[float] = []
+        super().__init__(hypermodel=hypermodel, oracle=oracle, **kwargs)
+
+    # -- progress ---------------------------------------------------------
+
+    def _trial_label(self, trial) -> str:
+        total = self.oracle.max_trials or "?"
+        try:
+            number = int(trial.trial_id) + 1
+        except ValueError:
+            number = trial.trial_id
+        return f"trial {number}/{total} size={self.size}"
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.results_dir is not None:
+            write_tables(self.results_dir)
+        remaining = self.remaining_trials
+        if self._trial_seconds and remaining:
+            mean = sum(self._trial_seconds) / len(self._trial_seconds)
+            logger.info(
+                "size=%d: %d trials left, about %s at %s per trial",
+                self.size,
+                remaining,
+                format_duration(mean * remaining),
+                format_duration(mean),
+            )
+
+    # -- the trial --------------------------------------------------------
+
+    def run_trial(self, trial, splits: Splits, verbose: int = 0, **kwargs):
+        hp = trial.hyperparameters
+        training = self.search_space.training
+        seed = trial_seed(self.study_seed, trial.trial_id)
+        keras.utils.set_random_seed(seed)
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        label = self._trial_label(trial)
+
+        epochs_head = training.epochs_head
+        epochs_finetune = hp.values.get("tuner/epochs", training.epochs_finetune)
+        initial_epoch = hp.values.get("tuner/initial_epoch", 0)
+        continues = hp.values.get("tuner/trial_id")
+        if continues:
+            epochs_head = 0
+
+        record = {
+            "search_space": self.search_space.name,
+            "search_space_fingerprint": self.search_space.fingerprint,
+            "size": self.size,
+            "protocol": splits.protocol,
+            "trial_id": trial.trial_id,
+            "status": "running",
+            "reason": None,
+            "seed": self.study_seed,
+            "trial_seed": seed,
+            "hyperparameters": {
+                k: v for k, v in hp.values.items() if not k.startswith("tuner/")
+            },
+            "hyperband": {k: v for k, v in hp.values.items() if k.startswith("tuner/")},
+            "sizes": splits.sizes(),
+            "phases": {},
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **self.provenance,
+        }
+        write_record(trial_dir, record)
+        started = time.monotonic()
+        logger.info("%s start %s", label, _format_values(record["hyperparameters"]))
+        try:
+            metrics = self._run_phases(
+                trial, splits, record, label, epochs_head, epochs_finetune,
+                initial_epoch, continues, verbose,
+            )
+        except BaseException as exc:
+            record["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
+            record["reason"] = f"{type(exc).__name__}: {exc}"
+            record["duration_s"] = time.monotonic() - started
+            write_record(trial_dir, record)
+            logger.error("%s %s: %s", label, record["status"], record["reason"])
+            raise
+        finally:
+            gc.collect()
+        record["status"] = "completed"
+        record["objective"] = metrics[OBJECTIVE.name]
+        record["duration_s"] = time.monotonic() - started
+        write_record(trial_dir, record)
+        self._trial_seconds.append(record["duration_s"])
+        logger.info(
+            "%s done in %s: val_accuracy %.4f, test_accuracy %.4f (head %.4f)",
+            label,
+            format_duration(record["duration_s"]),
+            metrics[OBJECTIVE.name],
+            record["phases"]["finetune"]["test_accuracy"],
+            record["phases"].get("head", {}).get("test_accuracy", float("nan")),
+        )
+        return metrics
+
+    def _run_phases(
+        self, trial, splits, record, label, epochs_head, epochs_finetune,
+        initial_epoch, continues, verbose,
+    ) -> dict:
+        hp = trial.hyperparameters
+        training = self.search_space.training
+        model = self._try_build(hp)
+        checkpoint = str(Path(self.get_trial_dir(trial.trial_id)) / CHECKPOINT_FILE)
+
+        def finetune_estimate(seconds_per_epoch):
+            # Fine-tuning trains the whole backbone: roughly 5x a head epoch on
+            # CPU. The figure is only an estimate until phase 2 starts.
+            return 5 * seconds_per_epoch * (epochs_finetune - initial_epoch)
+
+        metrics = {}
+        if epochs_head > 0:
+            progress = ProgressLog(label, 1, epochs_head, finetune_estimate)
+            head = self._fit_phase(
+                model, splits, 1, epochs_head, 0, progress, trial, verbose
+            )
+            record["phases"]["head"] = head
+            write_record(Path(self.get_trial_dir(trial.trial_id)), record)
+            metrics.update(
+                {f"head_{k}": v for k, v in _best_metrics(head["history"]).items()}
+            )
+
+        unfreeze_backbone(model, hp.get("finetune_depth"), hp.get("bn_policy"))
+        compile_model(model, training.optimizer, hp.get("learning_rate_finetune"))
+        if continues:
+            model.load_weights(
+                str(Path(self.get_trial_dir(continues)) / CHECKPOINT_FILE)
+            )
+            logger.info("%s continues trial %s from its best checkpoint", label, continues)
+        progress = ProgressLog(label, 2, epochs_finetune)
+        finetune = self._fit_phase(
+            model, splits, 2, epochs_finetune, initial_epoch, progress, trial, verbose,
+            extra_callbacks=[BestEpochCheckpoint(checkpoint)],
+        )
+        record["phases"]["finetune"] = finetune
+        metrics.update(_best_metrics(finetune["history"]))
+        del model
+        return metrics
+
+    def _fit_phase(
+        self, model, splits, phase, epochs, initial_epoch, progress, trial, verbose,
+        extra_callbacks=(),
+    ) -> dict:
+        training = self.search_space.training
+        callbacks = [keras.callbacks.TerminateOnNaN(), progress, *extra_callbacks]
+        if training.early_stopping_patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=OBJECTIVE.name,
+                    mode="max",
+                    patience=training.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )
+        callbacks += self._tensorboard_callbacks(trial, phase)
+
+        started = time.monotonic()
+        history = model.fit(
+            splits.x_train,
+            splits.y_train,
+            validation_data=(splits.x_val, splits.y_val),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            batch_size=training.batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=verbose,
+        ).history
+        fit_seconds = time.monotonic() - started
+        history = {k: [float(v) for v in values] for k, values in history.items()}
+        bad = _first_non_finite(history)
+        if bad is not None:
+            raise keras_tuner.errors.FailedTrialError(
+                f"loss became {bad[1]} in phase {phase} epoch {bad[0] + 1}; "
+                "lower the learning rate"
+            )
+
+        started = time.monotonic()
+        test_loss, test_accuracy = model.evaluate(
+            splits.x_test, splits.y_test, batch_size=training.batch_size, verbose=0
+        )
+        logger.info(
+            "%s phase=%d test_loss %.3f test_accuracy %.4f (report only)",
+            self._trial_label(trial), phase, test_loss, test_accuracy,
+        )
+        return {
+            "history": history,
+            "epochs_planned": epochs - initial_epoch,
+            "initial_epoch": initial_epoch,
+            "test_loss": float(test_loss),
+            "test_accuracy": float(test_accuracy),
+            "duration_s": fit_seconds,
+            "evaluation_s": time.monotonic() - started,
+        }
+
+    def _tensorboard_callbacks(self, trial, phase: int) -> list:
+        if keras.backend.backend() != "tensorflow":
+            if not getattr(self, "_warned_tensorboard", False):
+                logger.info(
+                    "TensorBoard logs and HParams need the TensorFlow backend; "
+                    "skipped on %s", keras.backend.backend(),
+                )
+                self._warned_tensorboard = True
+            return []
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        log_dir = str(Path(self.project_dir) / "tensorboard" / f"trial_{trial.trial_id}" / f"phase_{phase}")
+        hparams = {
+            k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")
+        }
+        return [
+            keras.callbacks.TensorBoard(log_dir=log_dir),
+            hparams_api.KerasCallback(log_dir, hparams, trial_id=trial.trial_id),
+        ]
+
+    def load_model(self, trial):
+        """Build the trial's model and load its best phase-2 checkpoint."""
+        model = self._try_build(trial.hyperparameters)
+        model.load_weights(str(Path(self.get_trial_dir(trial.trial_id)) / CHECKPOINT_FILE))
+        return model
+
+
+def _best_metrics(history: dict) -> dict:
+    """Best validation accuracy of a phase, with the same epoch's other metrics."""
+    val = history.get("val_accuracy", [])
+    finite = [i for i, v in enumerate(val) if math.isfinite(v)]
+    if not finite:
+        return {"val_accuracy": float("nan")}
+    best = max(finite, key=lambda i: val[i])
+    return {k: values[best] for k, values in history.items() if best < len(values)}
+
+
+def _format_values(values: dict) -> str:
+    parts = []
+    for name, value in values.items():
+        parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    return " ".join(parts)
+
