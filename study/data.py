@@ -228,7 +228,7 @@ def _unpickle_batch(raw: bytes, where: str) -> dict:
         ) from exc
     if not isinstance(batch, dict):
         raise DataError(
-            f"CIFAR-10 batch {where} holds a {type(batch).__name__}, not a dict"
+            f"CIFAR-10 batch {where} contains a {type(batch).__name__}, expected a dict"
         )
     return batch
 

@@ -130,7 +130,7 @@ def run_sizes(
 
 
 def best_trials(results_dir: Path, space_name: str, sizes: list[int]) -> pd.DataFrame:
-    """The best completed trial per size of one search space."""
+    """Select the best completed trial per size of one search space."""
     trials, _ = build_tables(results_dir)
     if trials.empty:
         return trials

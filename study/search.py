@@ -131,7 +131,7 @@ def apply_overrides(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
                     "continuous float, which --tuner grid cannot enumerate; "
                     "choose another --tuner"
                 )
-    return dataclasses.replace(space, training=training, tuner=tuner)
+    return dataclasses.replace(space, training=training, tuner=tuner).with_fingerprint()
 
 
 def check_results_dir(results_dir: Path) -> None:

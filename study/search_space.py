@@ -117,7 +117,7 @@ class Hyperparameter:
                 self.name,
                 int(self.min),
                 int(self.max),
-                step=int(self.step or 1),
+                step=None if self.step is None else int(self.step),
                 sampling=self.sampling,
                 default=self.default,
             )
@@ -141,7 +141,20 @@ class SearchSpace:
     training: Training
     tuner: TunerSettings
     hyperparameters: tuple[Hyperparameter, ...]
-    fingerprint: str  # sha256 of the file's parsed content
+    fingerprint: str  # sha256 of the effective settings, see with_fingerprint()
+
+    def with_fingerprint(self) -> "SearchSpace":
+        """Return a copy fingerprinted on its effective settings.
+
+        `tuner.max_trials` is left out, so raising it extends a search instead
+        of making it a different experiment.
+        """
+        content = self.to_dict()
+        for key in ("path", "fingerprint"):
+            content.pop(key)
+        content["tuner"].pop("max_trials")
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode())
+        return dataclasses.replace(self, fingerprint=digest.hexdigest())
 
     def declare(self, hp) -> dict[str, Any]:
         """Register every hyperparameter on `hp`; return the current values."""
@@ -223,9 +236,6 @@ def parse_search_space(raw: dict, path: Path) -> SearchSpace:
     name = raw.get("name", path.stem)
     if not isinstance(name, str):
         raise ConfigError(f"{path}: key 'name' must be a string")
-    fingerprint = hashlib.sha256(
-        json.dumps(raw, sort_keys=True, default=str).encode()
-    ).hexdigest()
     return SearchSpace(
         name=name,
         path=str(path),
@@ -233,8 +243,8 @@ def parse_search_space(raw: dict, path: Path) -> SearchSpace:
         training=training,
         tuner=tuner,
         hyperparameters=hyperparameters,
-        fingerprint=fingerprint,
-    )
+        fingerprint="",
+    ).with_fingerprint()
 
 
 def _check_keys(table: dict, allowed: set, path: Path, section: str) -> None:
@@ -355,6 +365,12 @@ def _parse_hyperparameter(name: str, entry: Any, path: Path) -> Hyperparameter:
         step = _coerce_step(step, kind, path, key)
         if sampling == "log" and kind == "float":
             raise ConfigError(f"{path}: {key} cannot combine a step with log sampling")
+        if sampling == "log" and step <= 1:
+            # Keras Tuner multiplies by the step under log sampling.
+            raise ConfigError(
+                f"{path}: {key} uses log sampling, so its step is a factor and must "
+                f"be > 1, got {step}"
+            )
     default = _coerce(name, entry.get("default", low), path, f"{key}.default")
     if not low <= default <= high or (kind == "float" and not math.isfinite(default)):
         raise ConfigError(f"{path}: {key}.default {default} is outside [{low}, {high}]")

