@@ -163,7 +163,8 @@ def load_cifar10(
 
 def _load_path(path: Path) -> Cifar10:
     if not path.exists():
-        raise DataError(f"CIFAR-10 file not found: {path}; {PASS_LOCAL_COPY}")
+        origin = f" (from ${DATA_ENV})" if os.environ.get(DATA_ENV) == str(path) else ""
+        raise DataError(f"CIFAR-10 file not found: {path}{origin}; {PASS_LOCAL_COPY}")
     if path.is_dir():
         return _load_batches_dir(path)
     name = path.name.lower()
@@ -179,6 +180,13 @@ def _load_path(path: Path) -> Cifar10:
 
 def _load_npz(path: Path) -> Cifar10:
     keys = ("x_train", "y_train", "x_test", "y_test")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise DataError(
+            f"CIFAR-10 file {path} is not an .npz archive (no zip header); "
+            f"{PASS_LOCAL_COPY}"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import logging
 import time
@@ -93,18 +95,24 @@ def run_sizes(
             max_epochs=space.training.epochs_finetune,
             hyperband_factor=space.tuner.hyperband_factor,
         )
-        tuner = TwoPhaseTuner(
-            hypermodel,
-            oracle,
-            search_space=space,
-            size=size,
-            study_seed=args.seed,
-            provenance=provenance,
-            results_dir=results_dir,
-            directory=str(directory.parent),
-            project_name=directory.name,
-            overwrite=args.overwrite,
-        )
+        # Keras Tuner prints "Reloading Tuner from ..." to stdout; keep stdout for
+        # the summary table and send the message to the log.
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            tuner = TwoPhaseTuner(
+                hypermodel,
+                oracle,
+                search_space=space,
+                size=size,
+                study_seed=args.seed,
+                provenance=provenance,
+                results_dir=results_dir,
+                directory=str(directory.parent),
+                project_name=directory.name,
+                overwrite=args.overwrite,
+            )
+        for line in captured.getvalue().splitlines():
+            logger.info("keras_tuner: %s", line)
         write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         logger.info(
             "size=%d: project %s, %s train / %s validation / %s test images (%s protocol)",
@@ -121,12 +129,16 @@ def run_sizes(
         gc.collect()
 
     write_tables(results_dir)
-    logger.info("study finished in %s", format_duration(time.monotonic() - started))
+    logger.info("all sizes finished in %s", format_duration(time.monotonic() - started))
     summary = best_trials(results_dir, space.name, list(splits))
     if summary.empty:
         logger.warning("no completed trials in %s", results_dir)
-    else:
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return
+    print(
+        f"Best trial per size, search space {space.name} "
+        f"(all trials: {results_dir / 'trials.csv'}, epochs: {results_dir / 'epochs.csv'}):"
+    )
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 def best_trials(results_dir: Path, space_name: str, sizes: list[int]) -> pd.DataFrame:

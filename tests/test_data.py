@@ -212,7 +212,7 @@ BAD_INPUTS = [
         ["lacks the batch file test_batch"],
         id="folder-missing-batch",
     ),
-    pytest.param(batch_not_dict, None, ["data_batch_1", "not a dict"], id="batch-not-dict"),
+    pytest.param(batch_not_dict, None, ["data_batch_1", "expected a dict"], id="batch-not-dict"),
     pytest.param(
         batch_without_labels,
         None,

@@ -154,7 +154,8 @@ BAD_SUBSETS = [
     pytest.param(50, 0.1, None, "fewer than one per class", id="validation-below-one-per-class"),
     pytest.param(100, 1.0, None, "must be in [0, 1)", id="fraction-one"),
     pytest.param(100, -0.1, None, "must be in [0, 1)", id="fraction-negative"),
-    pytest.param(5, 0.0, None, "without training images", id="class-without-images"),
+    pytest.param(5, 0.0, None, "smaller than the 10 classes", id="size-below-classes"),
+    pytest.param(10, 0.95, None, "without training images", id="class-without-images"),
 ]
 
 
