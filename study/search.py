@@ -181,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_dir = Path(args.results_dir)
     check_results_dir(results_dir)
 
+    import keras
+
     from study.data import load_cifar10
     from study.splits import make_splits
 
@@ -212,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results_dir": str(results_dir),
         "data": data.describe(),
         "weights": weights.describe(),
-        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "keras_backend": keras.backend.backend(),
         "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",
         **provenance,
     }

@@ -43,6 +43,9 @@ logger = logging.getLogger("study.tuner")
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
 CHECKPOINT_FILE = "checkpoint.weights.h5"
+# Inference needs no gradients, so validation and test passes use larger
+# batches than training unless the training batch is larger still.
+EVALUATION_BATCH_SIZE = 256
 
 
 def make_oracle(
@@ -300,6 +303,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             epochs=epochs,
             initial_epoch=initial_epoch,
             batch_size=training.batch_size,
+            validation_batch_size=max(training.batch_size, EVALUATION_BATCH_SIZE),
             shuffle=True,
             callbacks=callbacks,
             verbose=verbose,
@@ -315,7 +319,10 @@ class TwoPhaseTuner(keras_tuner.Tuner):
 
         started = time.monotonic()
         test_loss, test_accuracy = model.evaluate(
-            splits.x_test, splits.y_test, batch_size=training.batch_size, verbose=0
+            splits.x_test,
+            splits.y_test,
+            batch_size=max(training.batch_size, EVALUATION_BATCH_SIZE),
+            verbose=0,
         )
         logger.info(
             "%s phase=%d test_loss %.3f test_accuracy %.4f (report only)",
