@@ -163,3 +163,33 @@ def write_tables(results_dir: Path) -> tuple[Path, Path]:
     write_atomic(trials_path, trials.to_csv(index=False))
     write_atomic(epochs_path, epochs.to_csv(index=False))
     return trials_path, epochs_path
+
+
+def main(argv=None) -> int:
+    """Rebuild the tidy tables: `python -m study.records [RESULTS_DIR]`."""
+    from study import cli
+
+    parser = cli.ArgumentParser(
+        prog="python -m study.records",
+        description="Rebuild trials.csv and epochs.csv from the trial records.",
+    )
+    parser.add_argument(
+        "results_dir", nargs="?", default="results",
+        help="results folder (default: results)",
+    )
+    args = parser.parse_args(argv)
+    cli.setup_logging()
+    results_dir = Path(args.results_dir)
+    if not results_dir.is_dir():
+        from study.errors import ConfigError
+
+        raise ConfigError(f"results folder not found: {results_dir}")
+    trials_path, epochs_path = write_tables(results_dir)
+    logger.info("wrote %s and %s", trials_path, epochs_path)
+    return 0
+
+
+if __name__ == "__main__":
+    from study.cli import run_main
+
+    raise SystemExit(run_main(main))

@@ -306,3 +306,18 @@ def test_records_outside_layout_ignored(results_dir):
     trials, _ = build_tables(results_dir)
 
     assert len(trials) == 2
+
+
+def test_records_cli_rebuilds_tables(results_dir):
+    from study.records import main
+
+    assert main([str(results_dir)]) == 0
+    assert len(pd.read_csv(results_dir / "trials.csv")) == 2
+
+
+def test_records_cli_missing_folder(tmp_path, capsys):
+    from study.cli import run_main
+    from study.records import main
+
+    assert run_main(main, [str(tmp_path / "absent")]) == 2
+    assert "results folder not found" in capsys.readouterr().err
