@@ -138,7 +138,7 @@ def run_sizes(
         f"Best trial per size, search space {space.name} "
         f"(all trials: {results_dir / 'trials.csv'}, epochs: {results_dir / 'epochs.csv'}):"
     )
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def best_trials(results_dir: Path, space_name: str, sizes: list[int]) -> pd.DataFrame:
