@@ -264,6 +264,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         unfreeze_backbone(model, hp.get("finetune_depth"), hp.get("bn_policy"))
         compile_model(model, training.optimizer, hp.get("learning_rate_finetune"))
         if continues:
+            # NOTE: no test or real run has reached this Hyperband branch yet.
             model.load_weights(
                 str(Path(self.get_trial_dir(continues)) / CHECKPOINT_FILE)
             )
