@@ -86,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label,
             )
             return 1
+    elif resolved.route != "none":
+        print(
+            f"         check: skipped, route {resolved.route} provides no ImageNet "
+            "classifier top"
+        )
     return 0
 
 
