@@ -6,10 +6,10 @@ backbone per the trial's `finetune_depth` and `bn_policy`, recompiles with
 `val_accuracy` of phase 2 (direction max).
 
 A custom `run_trial` loses what `keras_tuner.Tuner.run_trial` does by default,
-so this one does it explicitly: `_try_build` clears the Keras session and
-collects garbage before each build, the best phase-2 epoch is checkpointed so
-`get_best_models()` works, TensorBoard logs carry the trial's HParams (on the
-TensorFlow backend), and `TerminateOnNaN` plus per-phase early stopping guard
+so this one does it explicitly. `_try_build` clears the Keras session and
+collects garbage before each build. The best phase-2 epoch is checkpointed so
+`get_best_models()` works. TensorBoard logs carry the trial's HParams on the
+TensorFlow backend, and `TerminateOnNaN` plus per-phase early stopping guard
 each fit.
 
 Under Hyperband the oracle's epoch budget (`tuner/epochs`) applies to phase 2.
