@@ -170,10 +170,10 @@ def unfreeze_backbone(model: keras.Model, depth: str, bn_policy: str) -> list[st
         model: a model from `build_model`.
         depth: `all`, or `conv3`, `conv4`, `conv5` to unfreeze from the first
             layer of that stage to the end of the backbone.
-        bn_policy: `frozen` keeps every BatchNormalization layer non-trainable
-            (inference mode, ImageNet statistics kept); `trainable` lets them
-            train and update their moving statistics, as the original notebooks
-            did. Passing `training=False` when the backbone is called does not
+        bn_policy: `frozen` keeps every BatchNormalization layer non-trainable,
+            so it runs in inference mode and keeps the ImageNet statistics.
+            `trainable` lets them train and update their moving statistics, as
+            the original notebooks did. Passing `training=False` when the backbone is called does not
             survive `fit()` in Keras 3, so the policy is set per layer here.
 
     Returns:

@@ -6,7 +6,7 @@
 Each size is its own Keras Tuner project, `<results>/<search space>/size_<N>/`,
 so rerunning the same command resumes it, and sizes never share state. The
 resolved configuration is logged at start and written to `study_config.json`
-in each project; the tidy tables `trials.csv` and `epochs.csv` in the results
+in each project. The tidy tables `trials.csv` and `epochs.csv` in the results
 folder are rebuilt after every trial.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from study import __version__, cli
 from study.errors import ConfigError
-from study.search_space import ORACLES, SearchSpace, load_search_space
+from study.search_space import ORACLES, SearchSpace, continuous_floats, load_search_space
 
 logger = logging.getLogger("study.search")
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             "head (phase 1) and then fine-tunes the backbone (phase 2)."
         ),
     )
+
     parser.add_argument(
         "--size", type=positive_int, nargs="+", required=True, metavar="N",
         help="training-set sizes in images, drawn class-balanced from the 50,000-image "
@@ -61,48 +62,58 @@ def build_parser() -> argparse.ArgumentParser:
         "the default validation fraction 0.1, because the validation images come "
         "out of N)",
     )
+
     parser.add_argument(
         "--search-space", default="default", metavar="NAME|PATH",
         help="a search space in search_spaces/ by name, or a path to a .toml file "
         "(default: default)",
     )
+
     parser.add_argument(
         "--tuner", choices=ORACLES, default=None,
         help="oracle (default: the search space's tuner.oracle)",
     )
+
     parser.add_argument(
         "--max-trials", type=positive_int, default=None, metavar="N",
         help="trials per size (default: the search space's tuner.max_trials; "
         "Hyperband ignores it)",
     )
+
     parser.add_argument(
         "--epochs-head", type=non_negative_int, default=None, metavar="N",
         help="phase-1 (head) epochs (default: the search space's training.epochs_head)",
     )
+
     parser.add_argument(
         "--epochs-finetune", type=positive_int, default=None, metavar="N",
         help="phase-2 (fine-tuning) epochs, the Hyperband budget (default: the search "
         "space's training.epochs_finetune)",
     )
+
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N",
         help="images per batch in both phases (default: the search space's "
         "training.batch_size)",
     )
+
     parser.add_argument(
         "--results-dir", default="results", metavar="DIR",
         help="folder for the Keras Tuner projects and the tidy tables, relative to the "
         "current folder (default: results)",
     )
+
     parser.add_argument(
         "--seed", type=int, default=0,
         help="study seed: draws the subsets, seeds the oracle, and each trial's seed "
         "derives from it and the trial id (default: 0)",
     )
+
     parser.add_argument(
         "--overwrite", action="store_true",
         help="delete existing projects of these sizes instead of resuming them",
     )
+
     cli.add_input_arguments(parser)
     return parser
 
@@ -128,14 +139,13 @@ def apply_overrides(space: SearchSpace, args: argparse.Namespace) -> SearchSpace
             if value is not None
         },
     )
-    if tuner.oracle == "grid":
-        for h in space.hyperparameters:
-            if h.type == "float" and h.step is None:
-                raise ConfigError(
-                    f"search space {space.path}: hyperparameter {h.name} is a "
-                    "continuous float, which --tuner grid cannot enumerate; "
-                    "choose another --tuner"
-                )
+    continuous = continuous_floats(space.hyperparameters)
+    if tuner.oracle == "grid" and continuous:
+        raise ConfigError(
+            f"search space {space.path}: hyperparameter {continuous[0]} is a "
+            "continuous float, which --tuner grid cannot enumerate; "
+            "choose another --tuner"
+        )
     return dataclasses.replace(space, training=training, tuner=tuner).with_fingerprint()
 
 

@@ -226,13 +226,12 @@ def parse_search_space(raw: dict, path: Path) -> SearchSpace:
         _parse_hyperparameter(name, entries.get(name, DEFAULTS[name]), path)
         for name in DEFAULTS
     )
-    if tuner.oracle == "grid":
-        for h in hyperparameters:
-            if h.type == "float" and h.step is None:
-                raise ConfigError(
-                    f"{path}: hyperparameters.{h.name} is a continuous float, which "
-                    "the grid oracle cannot enumerate; give it a step or use choice"
-                )
+    continuous = continuous_floats(hyperparameters)
+    if tuner.oracle == "grid" and continuous:
+        raise ConfigError(
+            f"{path}: hyperparameters.{continuous[0]} is a continuous float, which "
+            "the grid oracle cannot enumerate; give it a step or use choice"
+        )
     name = raw.get("name", path.stem)
     if not isinstance(name, str):
         raise ConfigError(f"{path}: key 'name' must be a string")
@@ -245,6 +244,11 @@ def parse_search_space(raw: dict, path: Path) -> SearchSpace:
         hyperparameters=hyperparameters,
         fingerprint="",
     ).with_fingerprint()
+
+
+def continuous_floats(hyperparameters) -> list[str]:
+    """Return the names of float hyperparameters without a step."""
+    return [h.name for h in hyperparameters if h.type == "float" and h.step is None]
 
 
 def _check_keys(table: dict, allowed: set, path: Path, section: str) -> None:

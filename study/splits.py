@@ -6,7 +6,7 @@ validation protocols exist:
 - `holdout` (the default): a class-stratified fraction of those `size` images
   is held out as validation data. The test set is never used for selection.
 - `test`: all `size` images train and the test set is the validation data.
-  This is how the original notebooks ran; it reproduces their numbers but
+  This is how the original notebooks ran. It reproduces their numbers, but it
   selects hyperparameters and epochs on the test set, so its test accuracy is
   optimistic.
 """

