@@ -82,12 +82,13 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         values = self.search_space.declare(hp)
-        model = build_model(values, self._make_backbone(values["image_size"]))
+        model = build_model(values, self.make_backbone(values["image_size"]))
         freeze_backbone(model)
         compile_model(model, self.search_space.training.optimizer, values["learning_rate_head"])
         return model
 
-    def _make_backbone(self, image_size: int) -> keras.Model:
+    def make_backbone(self, image_size: int) -> keras.Model:
+        """A `ResNet50(include_top=False)` for `image_size`, with the resolved weights."""
         input_shape = (image_size, image_size, 3)
         if self.weights.keras_weights is None:
             return keras.applications.ResNet50(
@@ -111,14 +112,20 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return backbone
 
 
+def _backbone_input(inputs, preprocessing: str, image_size: int):
+    x = Preprocess(preprocessing, name="preprocess")(inputs)
+    if image_size != IMAGE_SHAPE[0]:
+        x = keras.layers.Resizing(
+            image_size, image_size, interpolation="bilinear", name="resize"
+        )(x)
+    return x
+
+
 def build_model(values: dict, backbone: keras.Model) -> keras.Model:
     """Assemble preprocessing, backbone and head from hyperparameter values."""
     regularizer = keras.regularizers.L2(values["l2"]) if values["l2"] > 0 else None
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
-    x = Preprocess(values["preprocessing"], name="preprocess")(inputs)
-    size = values["image_size"]
-    if size != IMAGE_SHAPE[0]:
-        x = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
+    x = _backbone_input(inputs, values["preprocessing"], values["image_size"])
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     for index, units in ((1, values["units_1"]), (2, values["units_2"])):
@@ -131,6 +138,34 @@ def build_model(values: dict, backbone: keras.Model) -> keras.Model:
         NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer, name="predictions"
     )(x)
     return keras.Model(inputs, outputs, name="resnet50_transfer")
+
+
+def feature_extractor(backbone: keras.Model, preprocessing: str, image_size: int) -> keras.Model:
+    """The frozen part of `build_model`: image -> preprocessing -> backbone -> pool.
+
+    Its output is what the head sees in phase 1, so it can be computed once
+    and cached (see `study.features`).
+    """
+    backbone.trainable = False
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
+    x = backbone(_backbone_input(inputs, preprocessing, image_size))
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name="feature_extractor")
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """A model from pooled features to predictions that shares `model`'s head layers.
+
+    Training it trains the head of `model` in place: the layers, and so the
+    weights, are the same objects.
+    """
+    layers = model.layers
+    start = layers.index(model.get_layer("pool")) + 1
+    inputs = keras.Input(shape=model.get_layer("pool").output.shape[1:], name="features")
+    x = inputs
+    for layer in layers[start:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="head")
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

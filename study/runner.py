@@ -74,9 +74,19 @@ def run_sizes(
     resolved: dict,
     results_dir: Path,
     args: argparse.Namespace,
+    data=None,
 ) -> None:
-    """Run or resume the project of every size, then log the best trials."""
+    """Run or resume the project of every size, then log the best trials.
+
+    With `data` given and `args.feature_cache` set, phase 1 trains the head on
+    cached backbone features (see `study.features`).
+    """
     hypermodel = TransferHyperModel(space, weights)
+    feature_cache = None
+    if data is not None and getattr(args, "feature_cache", True):
+        from study.features import FeatureCache
+
+        feature_cache = FeatureCache(data, hypermodel)
     started = time.monotonic()
     for size, size_splits in splits.items():
         directory = project_dir(results_dir, space, size)
@@ -107,6 +117,7 @@ def run_sizes(
                 study_seed=args.seed,
                 provenance=provenance,
                 results_dir=results_dir,
+                feature_cache=feature_cache,
                 directory=str(directory.parent),
                 project_name=directory.name,
                 overwrite=args.overwrite,

@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete existing projects of these sizes instead of resuming them",
     )
 
+    parser.add_argument(
+        "--no-feature-cache", dest="feature_cache", action="store_false",
+        help="train phase 1 through the full model instead of on cached backbone "
+        "features (slower, same result; the cache lives under ~/.keras/study/features "
+        "or $STUDY_CACHE/features)",
+    )
+
     cli.add_input_arguments(parser)
     return parser
 
@@ -178,7 +185,10 @@ def format_config(resolved: dict) -> str:
                 f"hp.{name} = {spec['type']} [{spec['min']}, {spec['max']}] "
                 f"{spec['sampling']} (default {spec['default']})"
             )
-    for key in ("sizes", "seed", "results_dir", "data", "weights", "keras_backend", "machine"):
+    for key in (
+        "sizes", "seed", "results_dir", "data", "weights", "keras_backend", "feature_cache",
+        "machine",
+    ):
         lines.append(f"{key} = {resolved[key]}")
     return "\n".join(f"  {line}" for line in lines)
 
@@ -225,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": data.describe(),
         "weights": weights.describe(),
         "keras_backend": keras.backend.backend(),
+        "feature_cache": args.feature_cache,
         "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",
         **provenance,
     }
@@ -232,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from study.runner import run_sizes
 
-    run_sizes(space, splits, weights, provenance, resolved, results_dir, args)
+    run_sizes(space, splits, weights, provenance, resolved, results_dir, args, data)
     return 0
 
 

@@ -22,20 +22,25 @@ the trial record for the report only and are not passed to the oracle.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
+import json
 import logging
 import math
+import os
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import keras
 import keras_tuner
+import numpy as np
 
 from study.callbacks import ProgressLog, format_duration
-from study.hypermodel import compile_model, unfreeze_backbone
-from study.records import write_record, write_tables
+from study.hypermodel import compile_model, head_model, unfreeze_backbone
+from study.records import write_atomic, write_record, write_tables
 from study.search_space import SearchSpace
 from study.splits import Splits
 
@@ -43,6 +48,12 @@ logger = logging.getLogger("study.tuner")
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
 CHECKPOINT_FILE = "checkpoint.weights.h5"
+PREDICTIONS_FILE = "predictions.npz"
+# Per-trial state for resuming an interrupted trial; removed when it completes.
+RESUME_DIR = "resume"
+# Test images stored beside the predictions, so a report can show examples
+# without the data file.
+EXAMPLE_IMAGES = 32
 # Inference needs no gradients, so validation and test passes use larger
 # batches than training unless the training batch is larger still.
 EVALUATION_BATCH_SIZE = 256
@@ -86,19 +97,90 @@ def trial_seed(study_seed: int, trial_id: str) -> int:
 
 
 class BestEpochCheckpoint(keras.callbacks.Callback):
-    """Save the weights whenever the objective improves on the best so far."""
+    """Save the weights whenever the objective improves on the best so far.
 
-    def __init__(self, filepath: str, monitor: str = "val_accuracy"):
+    Args:
+        filepath: the `.weights.h5` file to write.
+        monitor: the metric to maximise.
+        best: the best value of epochs run before an interruption, if any.
+    """
+
+    def __init__(self, filepath: str, monitor: str = "val_accuracy", best: float = -math.inf):
         super().__init__()
         self.filepath = filepath
         self.monitor = monitor
-        self.best = -math.inf
+        self.best = best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and math.isfinite(value) and value > self.best:
             self.best = value
             self.model.save_weights(self.filepath)
+
+
+class EpochHistoryFile(keras.callbacks.Callback):
+    """Keep a phase's per-epoch metrics in a JSON file that survives a kill.
+
+    On a resumed fit, the epochs after the one `BackupAndRestore` restored are
+    dropped, so the history always matches the restored weights. Place it
+    before the backup callback: a kill between the two writes then leaves one
+    epoch too many here, which the next run drops, never one too few.
+    """
+
+    def __init__(self, path: Path, initial_epoch: int):
+        super().__init__()
+        self.path = Path(path)
+        self.initial_epoch = initial_epoch
+        self.history: dict[str, list[float]] = {}
+        if self.path.is_file():
+            try:
+                self.history = json.loads(self.path.read_text())
+            except ValueError:
+                logger.warning("%s is unreadable; the phase's earlier epochs are lost", self.path)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        keep = max(epoch - self.initial_epoch, 0)
+        self.history = {k: v[:keep] for k, v in self.history.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        write_atomic(self.path, json.dumps(self.history))
+
+
+class PhaseBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that lets the next `fit()` of the same model start afresh.
+
+    Keras keeps the restored epoch in `model._initial_epoch` after `fit()`
+    returns, and a later `fit()` on that model would start from it. Phase 2
+    fits the same model as phase 1 on the full-model path, so it is cleared.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        self.model._initial_epoch = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseData:
+    """Inputs and labels of one phase: images, or cached backbone features."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def from_splits(cls, splits: Splits) -> PhaseData:
+        return cls(
+            splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+            splits.x_test, splits.y_test,
+        )
 
 
 def _first_non_finite(history: dict) -> tuple[int, float] | None:
@@ -119,6 +201,10 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         study_seed: seed from which each trial's seed is derived.
         provenance: fields copied into every trial record (data and weights
             source and checksums).
+        results_dir: folder whose tidy tables are rebuilt after each trial.
+        feature_cache: a `study.features.FeatureCache`; phase 1 then trains
+            the head on cached backbone features. None trains the full model
+            with the backbone frozen.
         **kwargs: passed to `keras_tuner.Tuner` (directory, project_name,
             overwrite, ...).
     """
@@ -132,6 +218,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         study_seed: int,
         provenance: dict | None = None,
         results_dir: str | Path | None = None,
+        feature_cache=None,
         **kwargs,
     ):
         self.search_space = search_space
@@ -139,6 +226,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         self.study_seed = study_seed
         self.provenance = provenance or {}
         self.results_dir = Path(results_dir) if results_dir is not None else None
+        self.feature_cache = feature_cache
         self._trial_seconds: list[float] = []
         super().__init__(hypermodel=hypermodel, oracle=oracle, **kwargs)
 
@@ -212,11 +300,14 @@ class TwoPhaseTuner(keras_tuner.Tuner):
                 initial_epoch, continues, verbose,
             )
         except BaseException as exc:
-            record["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
+            interrupted = not isinstance(exc, Exception)
+            record["status"] = "interrupted" if interrupted else "failed"
             record["reason"] = f"{type(exc).__name__}: {exc}"
             record["duration_s"] = time.monotonic() - started
             write_record(trial_dir, record)
             logger.error("%s %s: %s", label, record["status"], record["reason"])
+            if not interrupted:
+                shutil.rmtree(trial_dir / RESUME_DIR, ignore_errors=True)
             raise
         finally:
             gc.collect()
@@ -224,6 +315,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         record["objective"] = metrics[OBJECTIVE.name]
         record["duration_s"] = time.monotonic() - started
         write_record(trial_dir, record)
+        shutil.rmtree(trial_dir / RESUME_DIR, ignore_errors=True)
         self._trial_seconds.append(record["duration_s"])
         logger.info(
             "%s done in %s: val_accuracy %.4f, test_accuracy %.4f (head %.4f)",
@@ -241,8 +333,10 @@ class TwoPhaseTuner(keras_tuner.Tuner):
     ) -> dict:
         hp = trial.hyperparameters
         training = self.search_space.training
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        resume = trial_dir / RESUME_DIR
+        images = PhaseData.from_splits(splits)
         model = self._try_build(hp)
-        checkpoint = str(Path(self.get_trial_dir(trial.trial_id)) / CHECKPOINT_FILE)
 
         def finetune_estimate(seconds_per_epoch):
             # Fine-tuning trains the whole backbone: roughly 5x a head epoch on
@@ -251,12 +345,12 @@ class TwoPhaseTuner(keras_tuner.Tuner):
 
         metrics = {}
         if epochs_head > 0:
-            progress = ProgressLog(label, 1, epochs_head, finetune_estimate)
-            head = self._fit_phase(
-                model, splits, 1, epochs_head, 0, progress, trial, verbose
+            head = self._run_head_phase(
+                model, hp, splits, images, label, epochs_head, resume,
+                trial, verbose, finetune_estimate,
             )
             record["phases"]["head"] = head
-            write_record(Path(self.get_trial_dir(trial.trial_id)), record)
+            write_record(trial_dir, record)
             metrics.update(
                 {f"head_{k}": v for k, v in _best_metrics(head["history"]).items()}
             )
@@ -270,22 +364,96 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             )
             logger.info("%s continues trial %s from its best checkpoint", label, continues)
         progress = ProgressLog(label, 2, epochs_finetune)
+        checkpoint = trial_dir / CHECKPOINT_FILE
         finetune = self._fit_phase(
-            model, splits, 2, epochs_finetune, initial_epoch, progress, trial, verbose,
-            extra_callbacks=[BestEpochCheckpoint(checkpoint)],
+            model, images, 2, epochs_finetune, initial_epoch, progress, trial, verbose,
+            resume / "phase_2", checkpoint=checkpoint,
         )
         record["phases"]["finetune"] = finetune
         metrics.update(_best_metrics(finetune["history"]))
+        record["predictions"] = _write_predictions(
+            model, checkpoint, images, trial_dir / PREDICTIONS_FILE, finetune["history"]
+        )
         del model
         return metrics
 
-    def _fit_phase(
-        self, model, splits, phase, epochs, initial_epoch, progress, trial, verbose,
-        extra_callbacks=(),
+    def _run_head_phase(
+        self, model, hp, splits, images, label, epochs, resume, trial, verbose,
+        finetune_estimate,
     ) -> dict:
+        """Phase 1, on cached features when possible; its result survives a kill."""
+        done_path = resume / "phase_1.json"
+        weights_path = resume / "phase_1.weights.h5"
+        if done_path.is_file() and weights_path.is_file():
+            model.load_weights(str(weights_path))
+            logger.info("%s phase=1 restored from %s", label, resume)
+            return json.loads(done_path.read_text())
+
+        progress = ProgressLog(label, 1, epochs, finetune_estimate)
+        features, why_not = self._head_features(hp, splits)
+        if features is not None:
+            head_net = head_model(model)
+            compile_model(head_net, self.search_space.training.optimizer,
+                          hp.get("learning_rate_head"))
+            logger.info("%s phase=1 trains the head on cached backbone features", label)
+            head = self._fit_phase(
+                head_net, features, 1, epochs, 0, progress, trial, verbose, resume / "phase_1"
+            )
+            head["path"] = "cached_features"
+        else:
+            logger.info("%s phase=1 trains the full model with the backbone frozen (%s)",
+                        label, why_not)
+            head = self._fit_phase(
+                model, images, 1, epochs, 0, progress, trial, verbose, resume / "phase_1"
+            )
+            head["path"] = "full_model"
+        # Keras wants the .weights.h5 suffix, so the temporary name keeps it.
+        temporary = resume / f".phase_1.{os.getpid()}.weights.h5"
+        model.save_weights(str(temporary))
+        os.replace(temporary, weights_path)
+        write_atomic(done_path, json.dumps(head))
+        return head
+
+    def _head_features(self, hp, splits) -> tuple[PhaseData | None, str]:
+        """Cached features for phase 1, or None and the reason they cannot be used."""
+        if self.feature_cache is None:
+            return None, "feature cache off"
+        reason = self.feature_cache.unavailable_reason()
+        if reason:
+            return None, reason
+        features = self.feature_cache.get(hp.get("preprocessing"), hp.get("image_size"))
+        x_train, x_val, x_test = features.for_splits(splits)
+        return PhaseData(
+            x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test
+        ), ""
+
+    def _fit_phase(
+        self, model, data: PhaseData, phase, epochs, initial_epoch, progress, trial, verbose,
+        resume_dir: Path, checkpoint: Path | None = None,
+    ) -> dict:
+        """Fit one phase, resuming from `resume_dir`, then evaluate on the test set."""
         training = self.search_space.training
-        callbacks = [keras.callbacks.TerminateOnNaN(), progress, *extra_callbacks]
+        history_file = EpochHistoryFile(resume_dir / "history.json", initial_epoch)
+        done = len(history_file.history.get("loss", []))
+        if done:
+            logger.info(
+                "%s phase=%d resumes after epoch %d/%d from %s",
+                self._trial_label(trial), phase, initial_epoch + done, epochs, resume_dir,
+            )
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            progress,
+            history_file,
+            PhaseBackup(str(resume_dir / "backup")),
+        ]
+        if checkpoint is not None:
+            earlier = [v for v in history_file.history.get(OBJECTIVE.name, []) if math.isfinite(v)]
+            callbacks.append(
+                BestEpochCheckpoint(str(checkpoint), best=max(earlier, default=-math.inf))
+            )
         if training.early_stopping_patience > 0:
+            # TODO: after a resume the patience counter starts again from zero,
+            # and restoring the best weights only sees the epochs run since.
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor=OBJECTIVE.name,
@@ -297,10 +465,10 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         callbacks += self._tensorboard_callbacks(trial, phase)
 
         started = time.monotonic()
-        history = model.fit(
-            splits.x_train,
-            splits.y_train,
-            validation_data=(splits.x_val, splits.y_val),
+        model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
             epochs=epochs,
             initial_epoch=initial_epoch,
             batch_size=training.batch_size,
@@ -308,9 +476,9 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             shuffle=True,
             callbacks=callbacks,
             verbose=verbose,
-        ).history
+        )
         fit_seconds = time.monotonic() - started
-        history = {k: [float(v) for v in values] for k, values in history.items()}
+        history = history_file.history
         bad = _first_non_finite(history)
         if bad is not None:
             raise keras_tuner.errors.FailedTrialError(
@@ -320,8 +488,8 @@ class TwoPhaseTuner(keras_tuner.Tuner):
 
         started = time.monotonic()
         test_loss, test_accuracy = model.evaluate(
-            splits.x_test,
-            splits.y_test,
+            data.x_test,
+            data.y_test,
             batch_size=max(training.batch_size, EVALUATION_BATCH_SIZE),
             verbose=0,
         )
@@ -333,6 +501,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             "history": history,
             "epochs_planned": epochs - initial_epoch,
             "initial_epoch": initial_epoch,
+            "resumed_after_epochs": done,
             "test_loss": float(test_loss),
             "test_accuracy": float(test_accuracy),
             "duration_s": fit_seconds,
@@ -364,6 +533,39 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         model = self._try_build(trial.hyperparameters)
         model.load_weights(str(Path(self.get_trial_dir(trial.trial_id)) / CHECKPOINT_FILE))
         return model
+
+
+def _write_predictions(
+    model, checkpoint: Path, data: PhaseData, path: Path, history: dict
+) -> dict:
+    """Store test-set class probabilities of the best phase-2 weights.
+
+    Loads the best-epoch checkpoint when one was written; otherwise the final
+    weights are used. The file also holds the true labels and the first
+    `EXAMPLE_IMAGES` test images, so a report needs neither the model nor the
+    data file.
+    """
+    source = "final"
+    if checkpoint.is_file():
+        model.load_weights(str(checkpoint))
+        source = "best_checkpoint"
+    probabilities = model.predict(
+        data.x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0
+    ).astype(np.float16)
+    labels = np.asarray(data.y_test, dtype=np.uint8)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez_compressed(
+        temporary,
+        probabilities=probabilities,
+        labels=labels,
+        examples=np.asarray(data.x_test[:EXAMPLE_IMAGES], dtype=np.uint8),
+    )
+    os.replace(temporary, path)
+    best = _best_metrics(history)
+    val = history.get(OBJECTIVE.name, [])
+    epoch = val.index(best[OBJECTIVE.name]) + 1 if source == "best_checkpoint" and val else None
+    return {"file": path.name, "weights": source, "epoch": epoch, "test_accuracy": accuracy}
 
 
 def _best_metrics(history: dict) -> dict:

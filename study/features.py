@@ -1,0 +1,225 @@
+"""A disk cache of the frozen backbone's pooled features, so phase 1 trains only the head.
+
+In phase 1 the backbone is frozen and its BatchNormalization layers run in
+inference mode, so the pooled backbone output of an image never changes from
+epoch to epoch, trial to trial or size to size. The cache computes it once for
+the whole pool (50,000 training and 10,000 test images) and stores it under
+
+    <cache>/features/<key>/{train.npy, test.npy, meta.json}
+
+where the key is a digest of the data checksum, the weights checksum, the
+preprocessing mode, the image size and the cut point. Every trial of every size
+then indexes into the same arrays, read memory-mapped.
+
+The cache is only valid when nothing random or trainable runs below the cut:
+the backbone must come from a weights file (random initialisation differs per
+trial), and no augmentation may run before it (the study has none yet). Each
+entry is checked on first use (shapes, dtype and sha256 of both arrays) and
+rebuilt when it does not match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from study.callbacks import format_duration
+from study.data import Cifar10, sha256_file
+from study.records import write_atomic
+
+logger = logging.getLogger("study.features")
+
+CUT = "pool"  # the backbone output after global average pooling
+FEATURE_DTYPE = np.float32
+FORMAT_VERSION = 1
+# Images per forward pass: large batches run the frozen backbone fastest.
+EXTRACTION_BATCH_SIZE = 256
+# Images per progress line and per write to the memory-mapped file.
+EXTRACTION_CHUNK = 5000
+
+
+def feature_key(
+    data_sha256: str, weights_sha256: str, preprocessing: str, image_size: int, cut: str = CUT
+) -> str:
+    """Digest naming one cache entry; any change in the inputs gives a new entry."""
+    fields = {
+        "format": FORMAT_VERSION,
+        "data_sha256": data_sha256,
+        "weights_sha256": weights_sha256,
+        "preprocessing": preprocessing,
+        "image_size": int(image_size),
+        "cut": cut,
+        "dtype": np.dtype(FEATURE_DTYPE).name,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """Pooled features of the whole pool for one preprocessing and image size.
+
+    Attributes:
+        key: the cache key.
+        train: array of shape (50000, 2048) for the training pool, in pool order.
+        test: array of shape (10000, 2048) for the test set.
+    """
+
+    key: str
+    train: np.ndarray
+    test: np.ndarray
+
+    def for_splits(self, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature arrays for the train, validation and test images of `splits`."""
+        subset = splits.subset
+        x_train = np.asarray(self.train[subset.train_indices])
+        if splits.protocol == "test":
+            x_val = np.asarray(self.test)
+        else:
+            x_val = np.asarray(self.train[subset.validation_indices])
+        return x_train, x_val, np.asarray(self.test)
+
+
+class FeatureCache:
+    """Computes, stores and loads pooled backbone features.
+
+    Args:
+        data: the loaded data set (its sha256 is part of the key).
+        hypermodel: a `study.hypermodel.TransferHyperModel`; its weights and
+            backbone builder are used for the extraction.
+        directory: where entries live; default `<study cache>/features`.
+    """
+
+    def __init__(self, data: Cifar10, hypermodel, directory: str | Path | None = None):
+        from study.weights import cache_dir
+
+        self.data = data
+        self.hypermodel = hypermodel
+        self.directory = Path(directory) if directory else cache_dir() / "features"
+        self._loaded: dict[str, Features] = {}
+
+    def unavailable_reason(self) -> str | None:
+        """Why the cache cannot serve phase 1, or None when it can."""
+        weights = self.hypermodel.weights
+        if weights.keras_weights is None or not weights.sha256:
+            return "the backbone is randomly initialised per trial (--weights none)"
+        return None
+
+    def get(self, preprocessing: str, image_size: int) -> Features:
+        """Load the entry for these settings, computing it first when needed."""
+        key = feature_key(
+            self.data.sha256, self.hypermodel.weights.sha256, preprocessing, image_size
+        )
+        if key in self._loaded:
+            return self._loaded[key]
+        entry = self.directory / key
+        problem = _check_entry(entry, key, len(self.data.x_train), len(self.data.x_test))
+        if problem is None:
+            logger.info("features: using cache entry %s", entry)
+        else:
+            if problem != "absent":
+                logger.warning("features: cache entry %s is unusable (%s); rebuilding it", entry, problem)
+            self._build(entry, key, preprocessing, image_size)
+        features = Features(
+            key=key,
+            train=np.load(entry / "train.npy", mmap_mode="r"),
+            test=np.load(entry / "test.npy", mmap_mode="r"),
+        )
+        self._loaded[key] = features
+        return features
+
+    def _build(self, entry: Path, key: str, preprocessing: str, image_size: int) -> None:
+        from study.hypermodel import feature_extractor
+
+        entry.mkdir(parents=True, exist_ok=True)
+        extractor = feature_extractor(
+            self.hypermodel.make_backbone(image_size), preprocessing, image_size
+        )
+        meta = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "data_sha256": self.data.sha256,
+            "weights_sha256": self.hypermodel.weights.sha256,
+            "preprocessing": preprocessing,
+            "image_size": int(image_size),
+            "cut": CUT,
+            "dtype": np.dtype(FEATURE_DTYPE).name,
+            "arrays": {},
+        }
+        started = time.monotonic()
+        for name, images in (("train", self.data.x_train), ("test", self.data.x_test)):
+            path = entry / f"{name}.npy"
+            _extract(extractor, images, path, f"features {name}")
+            meta["arrays"][name] = {
+                "shape": list(np.load(path, mmap_mode="r").shape),
+                "sha256": sha256_file(path),
+            }
+        meta["seconds"] = round(time.monotonic() - started, 1)
+        write_atomic(entry / "meta.json", json.dumps(meta, indent=2) + "\n")
+        logger.info(
+            "features: computed %s in %s (%s)",
+            entry, format_duration(meta["seconds"]), _describe_size(entry),
+        )
+
+
+def _extract(extractor, images: np.ndarray, path: Path, label: str) -> None:
+    """Run `extractor` over `images` in chunks, writing a .npy file atomically."""
+    width = int(extractor.output.shape[-1])
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(
+        temporary, mode="w+", dtype=FEATURE_DTYPE, shape=(len(images), width)
+    )
+    started = time.monotonic()
+    for start in range(0, len(images), EXTRACTION_CHUNK):
+        stop = min(start + EXTRACTION_CHUNK, len(images))
+        out[start:stop] = extractor.predict(
+            images[start:stop], batch_size=EXTRACTION_BATCH_SIZE, verbose=0
+        )
+        elapsed = time.monotonic() - started
+        rate = stop / elapsed if elapsed > 0 else float("inf")
+        logger.info(
+            "%s %d/%d images (%.0f img/s, ~%s left)",
+            label, stop, len(images), rate, format_duration((len(images) - stop) / rate),
+        )
+    out.flush()
+    del out
+    os.replace(temporary, path)
+
+
+def _check_entry(entry: Path, key: str, n_train: int, n_test: int) -> str | None:
+    """None when the entry is complete and intact, else what is wrong with it."""
+    meta_path = entry / "meta.json"
+    if not meta_path.is_file():
+        return "absent"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"meta.json unreadable: {exc}"
+    if meta.get("key") != key:
+        return f"meta.json names key {meta.get('key')!r}"
+    for name, rows in (("train", n_train), ("test", n_test)):
+        path = entry / f"{name}.npy"
+        expected = meta.get("arrays", {}).get(name, {})
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            return f"{name}.npy unreadable: {exc}"
+        if array.ndim != 2 or array.shape[0] != rows or list(array.shape) != expected.get("shape"):
+            return f"{name}.npy has shape {array.shape}, expected ({rows}, features)"
+        if array.dtype != FEATURE_DTYPE:
+            return f"{name}.npy has dtype {array.dtype}"
+        del array
+        if sha256_file(path) != expected.get("sha256"):
+            return f"{name}.npy does not match its sha256"
+    return None
+
+
+def _describe_size(entry: Path) -> str:
+    total = sum(p.stat().st_size for p in entry.glob("*.npy"))
+    return f"{total / 2**20:.0f} MiB on disk"
