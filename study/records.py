@@ -113,6 +113,12 @@ def trial_row(record: dict) -> dict:
         row[f"{phase}_test_loss"] = result.get("test_loss")
         row[f"{phase}_duration_s"] = result.get("duration_s")
     row["final_train_accuracy"] = row["finetune_final_train_accuracy"]
+    row["head_path"] = record.get("phases", {}).get("head", {}).get("path")
+    predictions = record.get("predictions") or {}
+    row["predictions_file"] = predictions.get("file")
+    row["predictions_weights"] = predictions.get("weights")
+    row["predictions_epoch"] = predictions.get("epoch")
+    row["predictions_test_accuracy"] = predictions.get("test_accuracy")
     row["duration_s"] = record.get("duration_s")
     row["started_at"] = record.get("started_at")
     for key in ("data_kind", "data_sha256", "weights_route", "weights_sha256"):

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import platform
+import signal
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -243,8 +244,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from study.runner import run_sizes
 
-    run_sizes(space, splits, weights, provenance, resolved, results_dir, args, data)
+    # SIGTERM (from `kill` or a batch scheduler) stops the search like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        run_sizes(space, splits, weights, provenance, resolved, results_dir, args, data)
+    except KeyboardInterrupt:
+        logger.warning(
+            "search interrupted; rerun the same command to resume: finished trials "
+            "are kept and the interrupted trial continues from its last finished epoch"
+        )
+        raise
     return 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

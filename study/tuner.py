@@ -40,7 +40,7 @@ import numpy as np
 
 from study.callbacks import ProgressLog, format_duration
 from study.hypermodel import compile_model, head_model, unfreeze_backbone
-from study.records import write_atomic, write_record, write_tables
+from study.records import RECORD_FILE, write_atomic, write_record, write_tables
 from study.search_space import SearchSpace
 from study.splits import Splits
 
@@ -59,6 +59,17 @@ EXAMPLE_IMAGES = 32
 EVALUATION_BATCH_SIZE = 256
 
 
+def oracle_seed(study_seed: int) -> int:
+    """Seed for the oracle, derived from the study seed and never 0.
+
+    Keras Tuner 1.4 replaces a seed of 0 (any falsy seed) with a random one,
+    so passing the study's default seed 0 unchanged would make the sampled
+    hyperparameters differ from run to run.
+    """
+    digest = hashlib.sha256(f"{study_seed}:oracle".encode()).hexdigest()
+    return int(digest[:8], 16) % (2**31 - 2) + 1
+
+
 def make_oracle(
     kind: str,
     max_trials: int,
@@ -66,7 +77,8 @@ def make_oracle(
     max_epochs: int,
     hyperband_factor: int = 3,
 ) -> keras_tuner.Oracle:
-    """Create the oracle named by `kind`, seeded from the study seed."""
+    """Create the oracle named by `kind`, seeded from the study seed `seed`."""
+    seed = oracle_seed(seed)
     if kind == "random":
         return keras_tuner.oracles.RandomSearchOracle(
             objective=OBJECTIVE, max_trials=max_trials, seed=seed
@@ -272,6 +284,13 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         if continues:
             epochs_head = 0
 
+        finished = _completed_record(trial_dir, trial.trial_id)
+        if finished is not None:
+            # Killed after the record was written but before the oracle heard
+            # of it: report the stored result instead of training again.
+            logger.info("%s completed before the interruption; using its record", label)
+            return finished["metrics"]
+
         record = {
             "search_space": self.search_space.name,
             "search_space_fingerprint": self.search_space.fingerprint,
@@ -313,6 +332,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             gc.collect()
         record["status"] = "completed"
         record["objective"] = metrics[OBJECTIVE.name]
+        record["metrics"] = metrics
         record["duration_s"] = time.monotonic() - started
         write_record(trial_dir, record)
         shutil.rmtree(trial_dir / RESUME_DIR, ignore_errors=True)
@@ -541,9 +561,9 @@ def _write_predictions(
     """Store test-set class probabilities of the best phase-2 weights.
 
     Loads the best-epoch checkpoint when one was written; otherwise the final
-    weights are used. The file also holds the true labels and the first
-    `EXAMPLE_IMAGES` test images, so a report needs neither the model nor the
-    data file.
+    weights are used. The file also holds the true labels and
+    `EXAMPLE_IMAGES` test images of mixed classes with their indices
+    (`example_indices`), so a report needs neither the model nor the data file.
     """
     source = "final"
     if checkpoint.is_file():
@@ -554,18 +574,53 @@ def _write_predictions(
     ).astype(np.float16)
     labels = np.asarray(data.y_test, dtype=np.uint8)
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+    indices = example_indices(labels, EXAMPLE_IMAGES)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.npz")
     np.savez_compressed(
         temporary,
         probabilities=probabilities,
         labels=labels,
-        examples=np.asarray(data.x_test[:EXAMPLE_IMAGES], dtype=np.uint8),
+        example_indices=indices,
+        examples=np.asarray(data.x_test[indices], dtype=np.uint8),
     )
     os.replace(temporary, path)
     best = _best_metrics(history)
     val = history.get(OBJECTIVE.name, [])
     epoch = val.index(best[OBJECTIVE.name]) + 1 if source == "best_checkpoint" and val else None
     return {"file": path.name, "weights": source, "epoch": epoch, "test_accuracy": accuracy}
+
+
+def example_indices(labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` test images taken class by class in turn.
+
+    Image k is the (k // classes)-th image of class k % classes, so the
+    examples cover every class even when a test set is sorted by label.
+    """
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    picked = []
+    for k in range(count * len(by_class)):
+        members = by_class[k % len(by_class)]
+        rank = k // len(by_class)
+        if rank < len(members):
+            picked.append(members[rank])
+        if len(picked) == count:
+            break
+    return np.asarray(picked, dtype=np.int32)
+
+
+def _completed_record(trial_dir: Path, trial_id: str) -> dict | None:
+    """The trial's record when it completed and holds the metrics for the oracle."""
+    path = trial_dir / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("status") != "completed" or record.get("trial_id") != trial_id:
+        return None
+    metrics = record.get("metrics")
+    return record if isinstance(metrics, dict) and metrics else None
 
 
 def _best_metrics(history: dict) -> dict:

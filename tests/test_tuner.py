@@ -216,3 +216,11 @@ def test_non_finite_loss_fails_trial(tmp_path, splits):
     assert record["duration_s"] >= 0
     assert trial.status == keras_tuner.engine.trial.TrialStatus.FAILED
     assert not (trial_dir / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian", "grid", "hyperband"])
+def test_study_seed_zero_fixes_oracle_seed(kind):
+    # Keras Tuner swaps a seed of 0 for a random one; the study must not pass 0.
+    seeds = {make_oracle(kind, 1, 0, max_epochs=2).seed for _ in range(3)}
+    assert len(seeds) == 1
+    assert seeds != {0}

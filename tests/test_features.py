@@ -1,0 +1,184 @@
+"""The phase-1 feature cache: keys, validity checks, and equivalence with the full model."""
+
+import json
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+from fixtures_study import tiny_cifar10, write_search_space
+from study.features import FeatureCache, feature_key
+from study.hypermodel import TransferHyperModel, build_model, feature_extractor, head_model
+from study.records import RECORD_FILE
+from study.search_space import load_search_space
+from study.splits import make_splits
+from study.tuner import TwoPhaseTuner, make_oracle
+from study.weights import resolve_weights
+
+KEY_FIELDS = {
+    "data_sha256": "a" * 64,
+    "weights_sha256": "b" * 64,
+    "preprocessing": "caffe",
+    "image_size": 32,
+    "cut": "pool",
+}
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A randomly initialised ResNet50 saved as a local weights file."""
+    keras.utils.set_random_seed(7)
+    path = tmp_path_factory.mktemp("weights") / "random_resnet50_notop.weights.h5"
+    keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(path)
+    return resolve_weights(str(path))
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("space")
+    # SGD, because Adam's first steps follow the sign of each gradient, which
+    # turns float rounding in near-zero gradients into visible differences.
+    training = {"epochs_head": 3, "optimizer": "sgd"}
+    return load_search_space(
+        str(write_search_space(folder, training=training, tuner={"max_trials": 1}))
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_cifar10()
+
+
+@pytest.mark.parametrize("field", sorted(KEY_FIELDS))
+def test_key_changes_with_field(field):
+    changed = dict(KEY_FIELDS)
+    changed[field] = 64 if field == "image_size" else "other"
+    assert feature_key(**changed) != feature_key(**KEY_FIELDS)
+
+
+def test_key_is_stable():
+    assert feature_key(**KEY_FIELDS) == feature_key(**dict(KEY_FIELDS))
+
+
+def test_cache_matches_extractor(tmp_path, data, space, weights_file):
+    hypermodel = TransferHyperModel(space, weights_file)
+    features = FeatureCache(data, hypermodel, tmp_path).get("caffe", 32)
+    extractor = feature_extractor(hypermodel.make_backbone(32), "caffe", 32)
+    expected = extractor.predict(data.x_test, verbose=0)
+    np.testing.assert_allclose(features.test, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_shapes(tmp_path, data, space, weights_file):
+    features = FeatureCache(data, TransferHyperModel(space, weights_file), tmp_path).get("caffe", 32)
+    assert features.train.shape == (len(data.x_train), 2048)
+    assert features.test.shape == (len(data.x_test), 2048)
+
+
+def test_cache_entry_reused(tmp_path, data, space, weights_file, caplog):
+    hypermodel = TransferHyperModel(space, weights_file)
+    first = FeatureCache(data, hypermodel, tmp_path).get("caffe", 32)
+    with caplog.at_level(logging.INFO, logger="study.features"):
+        second = FeatureCache(data, hypermodel, tmp_path).get("caffe", 32)
+    assert "using cache entry" in caplog.text
+    assert "computed" not in caplog.text
+    np.testing.assert_array_equal(first.train, second.train)
+
+
+@pytest.mark.parametrize("damage", ["flip_bytes", "truncate", "meta"])
+def test_corrupt_entry_rebuilt(tmp_path, data, space, weights_file, caplog, damage):
+    hypermodel = TransferHyperModel(space, weights_file)
+    good = np.array(FeatureCache(data, hypermodel, tmp_path).get("caffe", 32).train)
+    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    train_file = entry / "train.npy"
+    if damage == "flip_bytes":
+        raw = bytearray(train_file.read_bytes())
+        raw[-100:] = bytes(100)
+        train_file.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        train_file.write_bytes(train_file.read_bytes()[:1000])
+    else:
+        (entry / "meta.json").write_text("{not json")
+
+    with caplog.at_level(logging.WARNING, logger="study.features"):
+        rebuilt = FeatureCache(data, hypermodel, tmp_path).get("caffe", 32)
+    assert "rebuilding" in caplog.text
+    np.testing.assert_allclose(rebuilt.train, good, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_unavailable_without_weights(tmp_path, data, space):
+    cache = FeatureCache(data, TransferHyperModel(space, resolve_weights("none")), tmp_path)
+    assert "randomly initialised" in cache.unavailable_reason()
+
+
+def test_head_model_shares_weights(space, weights_file, data):
+    hypermodel = TransferHyperModel(space, weights_file)
+    values = {h.name: h.default for h in space.hyperparameters}
+    model = build_model(values, hypermodel.make_backbone(32))
+    extractor = feature_extractor(hypermodel.make_backbone(32), values["preprocessing"], 32)
+    head = head_model(model)
+    assert {id(w) for w in head.weights} <= {id(w) for w in model.weights}
+
+    through_head = head.predict(extractor.predict(data.x_test, verbose=0), verbose=0)
+    through_model = model.predict(data.x_test, verbose=0)
+    np.testing.assert_allclose(through_head, through_model, rtol=1e-4, atol=1e-5)
+
+
+def run_one_trial(space, weights, data, results_dir, cache_dir):
+    hypermodel = TransferHyperModel(space, weights)
+    cache = FeatureCache(data, hypermodel, cache_dir) if cache_dir else None
+    tuner = TwoPhaseTuner(
+        hypermodel,
+        make_oracle("random", 1, 0, max_epochs=1),
+        search_space=space,
+        size=20,
+        study_seed=0,
+        feature_cache=cache,
+        directory=str(results_dir),
+        project_name="size_20",
+        overwrite=True,
+    )
+    # One batch per epoch (10 training images, batch size 10), so the
+    # shuffling order cannot make the two paths differ.
+    tuner.search(splits=make_splits(data, 20, 0, "holdout", 0.5), verbose=0)
+    return json.loads((results_dir / "size_20" / "trial_0" / RECORD_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def both_paths(tmp_path_factory, space, weights_file, data):
+    root = tmp_path_factory.mktemp("paths")
+    cached = run_one_trial(space, weights_file, data, root / "cached", root / "features")
+    full = run_one_trial(space, weights_file, data, root / "full", None)
+    return cached, full
+
+
+def test_paths_recorded(both_paths):
+    cached, full = both_paths
+    assert cached["phases"]["head"]["path"] == "cached_features"
+    assert full["phases"]["head"]["path"] == "full_model"
+
+
+@pytest.mark.parametrize("metric", ["loss", "accuracy", "val_loss", "val_accuracy"])
+def test_head_history_matches_full_model(both_paths, metric):
+    cached, full = both_paths
+    np.testing.assert_allclose(
+        cached["phases"]["head"]["history"][metric],
+        full["phases"]["head"]["history"][metric],
+        rtol=1e-3, atol=1e-4,
+    )
+
+
+def test_head_test_loss_matches_full_model(both_paths):
+    cached, full = both_paths
+    assert cached["phases"]["head"]["test_loss"] == pytest.approx(
+        full["phases"]["head"]["test_loss"], rel=1e-3
+    )
+
+
+def test_finetune_starts_from_same_head(both_paths):
+    cached, full = both_paths
+    assert cached["phases"]["finetune"]["history"]["loss"][0] == pytest.approx(
+        full["phases"]["finetune"]["history"]["loss"][0], rel=1e-3
+    )
