@@ -131,7 +131,7 @@ class BestEpochCheckpoint(keras.callbacks.Callback):
 
 
 class EpochHistoryFile(keras.callbacks.Callback):
-    """Keep a phase's per-epoch metrics in a JSON file that survives a kill.
+    """Keep a phase's per-epoch metrics and seconds in a JSON file that survives a kill.
 
     On a resumed fit, the epochs after the one `BackupAndRestore` restored are
     dropped, so the history always matches the restored weights. Place it
@@ -144,20 +144,33 @@ class EpochHistoryFile(keras.callbacks.Callback):
         self.path = Path(path)
         self.initial_epoch = initial_epoch
         self.history: dict[str, list[float]] = {}
+        self.epoch_seconds: list[float] = []
+        self._epoch_start = 0.0
         if self.path.is_file():
             try:
-                self.history = json.loads(self.path.read_text())
-            except ValueError:
+                saved = json.loads(self.path.read_text())
+                self.history = saved["history"]
+                self.epoch_seconds = saved["epoch_seconds"]
+            except (ValueError, KeyError, TypeError):
                 logger.warning("%s is unreadable; the phase's earlier epochs are lost", self.path)
+
+    @property
+    def restored_seconds(self) -> float:
+        """Seconds of the epochs run before this fit, as far as they are kept."""
+        return float(sum(self.epoch_seconds))
 
     def on_epoch_begin(self, epoch, logs=None):
         keep = max(epoch - self.initial_epoch, 0)
         self.history = {k: v[:keep] for k, v in self.history.items()}
+        self.epoch_seconds = self.epoch_seconds[:keep]
+        self._epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        write_atomic(self.path, json.dumps(self.history))
+        self.epoch_seconds.append(time.monotonic() - self._epoch_start)
+        content = {"history": self.history, "epoch_seconds": self.epoch_seconds}
+        write_atomic(self.path, json.dumps(content))
 
 
 class PhaseBackup(keras.callbacks.BackupAndRestore):
@@ -333,7 +346,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         record["status"] = "completed"
         record["objective"] = metrics[OBJECTIVE.name]
         record["metrics"] = metrics
-        record["duration_s"] = time.monotonic() - started
+        record["duration_s"] = time.monotonic() - started + _restored_seconds(record)
         write_record(trial_dir, record)
         shutil.rmtree(trial_dir / RESUME_DIR, ignore_errors=True)
         self._trial_seconds.append(record["duration_s"])
@@ -407,7 +420,9 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         if done_path.is_file() and weights_path.is_file():
             model.load_weights(str(weights_path))
             logger.info("%s phase=1 restored from %s", label, resume)
-            return json.loads(done_path.read_text())
+            head = json.loads(done_path.read_text())
+            head["restored"] = True
+            return head
 
         progress = ProgressLog(label, 1, epochs, finetune_estimate)
         features, why_not = self._head_features(hp, splits)
@@ -455,6 +470,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         training = self.search_space.training
         history_file = EpochHistoryFile(resume_dir / "history.json", initial_epoch)
         done = len(history_file.history.get("loss", []))
+        restored_seconds = history_file.restored_seconds
         if done:
             logger.info(
                 "%s phase=%d resumes after epoch %d/%d from %s",
@@ -524,7 +540,9 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             "resumed_after_epochs": done,
             "test_loss": float(test_loss),
             "test_accuracy": float(test_accuracy),
-            "duration_s": fit_seconds,
+            # Includes the epochs run before an interruption.
+            "duration_s": fit_seconds + restored_seconds,
+            "restored_s": restored_seconds,
             "evaluation_s": time.monotonic() - started,
         }
 
@@ -606,6 +624,21 @@ def example_indices(labels: np.ndarray, count: int) -> np.ndarray:
         if len(picked) == count:
             break
     return np.asarray(picked, dtype=np.int32)
+
+
+def _restored_seconds(record: dict) -> float:
+    """Seconds that earlier, interrupted runs spent on work this run restored.
+
+    NOTE: time spent in an epoch that was interrupted before its backup is not
+    counted, so a resumed trial's duration is a lower bound.
+    """
+    seconds = 0.0
+    for phase in record["phases"].values():
+        if phase.get("restored"):
+            seconds += phase.get("duration_s", 0.0) + phase.get("evaluation_s", 0.0)
+        else:
+            seconds += phase.get("restored_s", 0.0)
+    return seconds
 
 
 def _completed_record(trial_dir: Path, trial_id: str) -> dict | None:

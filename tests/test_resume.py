@@ -155,3 +155,12 @@ def test_table_matches_records(interrupted_study):
 def test_resume_state_removed(interrupted_study):
     _, results_dir = interrupted_study
     assert not list(results_dir.glob(f"tiny/size_20/trial_*/{RESUME_DIR}"))
+
+
+def test_resumed_time_counted(interrupted_study):
+    _, results_dir = interrupted_study
+    first = records(results_dir)[0]
+    finetune = first["phases"]["finetune"]
+    assert finetune["restored_s"] > 0
+    assert finetune["duration_s"] >= finetune["restored_s"]
+    assert first["duration_s"] >= first["phases"]["head"]["duration_s"] + finetune["duration_s"]
