@@ -65,12 +65,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv=None) -> int:
-    """Run `main(argv)`; a `StudyError` becomes one stderr line and exit 2."""
+    """Run `main(argv)`; a `StudyError` becomes one stderr line and its exit status."""
     try:
         return main(argv)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

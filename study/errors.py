@@ -1,13 +1,16 @@
 """Exceptions raised by the study.
 
 Every error the user can fix derives from `StudyError`. The command-line entry
-points catch it and print its message as one line with exit status 2, so each
-message must say what failed, on which value, and what to do about it.
+points catch it and print its message as one line with its `exit_status` (2
+unless a subclass says otherwise), so each message must say what failed, on
+which value, and what to do about it.
 """
 
 
 class StudyError(Exception):
     """Base class for errors caused by input, files or configuration."""
+
+    exit_status = 2
 
 
 class DataError(StudyError):
@@ -24,3 +27,9 @@ class WeightsError(StudyError):
 
 class ConfigError(StudyError):
     """A command-line value, search-space file or project setting is invalid."""
+
+
+class TrialFailuresError(StudyError):
+    """A search stopped because too many trials in a row failed."""
+
+    exit_status = 1

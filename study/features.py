@@ -1,4 +1,4 @@
-"""A disk cache of the frozen backbone's pooled features, so phase 1 trains only the head.
+"""A disk cache of frozen-backbone outputs, so trials skip the frozen part of ResNet50.
 
 In phase 1 the backbone is frozen and its BatchNormalization layers run in
 inference mode, so the pooled backbone output of an image never changes from
@@ -10,6 +10,10 @@ the whole pool (50,000 training and 10,000 test images) and stores it under
 where the key is a digest of the data checksum, the weights checksum, the
 preprocessing mode, the image size and the cut point. Every trial of every size
 then indexes into the same arrays, read memory-mapped.
+
+Phase 2 with `finetune_depth` conv3, conv4 or conv5 keeps the backbone below
+that stage frozen, so the activations entering the stage (`CUT_BELOW_STAGE`)
+are cached the same way and phase 2 trains only the upper stages and the head.
 
 The cache is only valid when nothing random or trainable runs below the cut:
 the backbone must come from a weights file (random initialisation differs per
@@ -37,6 +41,13 @@ from study.records import write_atomic
 logger = logging.getLogger("study.features")
 
 CUT = "pool"  # the backbone output after global average pooling
+# Phase 2 with `finetune_depth` conv3, conv4 or conv5 leaves every layer below
+# that stage frozen, so the input of the stage can be cached as well.
+CUT_BELOW_STAGE = {
+    "conv3": "conv2_block3_out",
+    "conv4": "conv3_block4_out",
+    "conv5": "conv4_block6_out",
+}
 FEATURE_DTYPE = np.float32
 FORMAT_VERSION = 1
 # Images per forward pass: large batches run the frozen backbone fastest.
@@ -63,12 +74,13 @@ def feature_key(
 
 @dataclasses.dataclass(frozen=True)
 class Features:
-    """Pooled features of the whole pool for one preprocessing and image size.
+    """Backbone outputs of the whole pool for one preprocessing, image size and cut.
 
     Attributes:
         key: the cache key.
-        train: array of shape (50000, 2048) for the training pool, in pool order.
-        test: array of shape (10000, 2048) for the test set.
+        train: array for the training pool in pool order, e.g. of shape
+            (50000, 2048) at the `pool` cut.
+        test: array for the test set, e.g. of shape (10000, 2048).
     """
 
     key: str
@@ -111,10 +123,17 @@ class FeatureCache:
             return "the backbone is randomly initialised per trial (--weights none)"
         return None
 
-    def get(self, preprocessing: str, image_size: int) -> Features:
-        """Load the entry for these settings, computing it first when needed."""
+    def get(self, preprocessing: str, image_size: int, cut: str = CUT) -> Features:
+        """Load the entry for these settings, computing it first when needed.
+
+        Args:
+            preprocessing: `scale` or `caffe`.
+            image_size: the backbone's input size in pixels.
+            cut: `pool` for the pooled backbone output, or the name of a
+                backbone layer (see `CUT_BELOW_STAGE`) for its activations.
+        """
         key = feature_key(
-            self.data.sha256, self.hypermodel.weights.sha256, preprocessing, image_size
+            self.data.sha256, self.hypermodel.weights.sha256, preprocessing, image_size, cut
         )
         if key in self._loaded:
             return self._loaded[key]
@@ -125,7 +144,7 @@ class FeatureCache:
         else:
             if problem != "absent":
                 logger.warning("features: cache entry %s is unusable (%s); rebuilding it", entry, problem)
-            self._build(entry, key, preprocessing, image_size)
+            self._build(entry, key, preprocessing, image_size, cut)
         features = Features(
             key=key,
             train=np.load(entry / "train.npy", mmap_mode="r"),
@@ -134,12 +153,14 @@ class FeatureCache:
         self._loaded[key] = features
         return features
 
-    def _build(self, entry: Path, key: str, preprocessing: str, image_size: int) -> None:
+    def _build(
+        self, entry: Path, key: str, preprocessing: str, image_size: int, cut: str
+    ) -> None:
         from study.hypermodel import feature_extractor
 
         entry.mkdir(parents=True, exist_ok=True)
         extractor = feature_extractor(
-            self.hypermodel.make_backbone(image_size), preprocessing, image_size
+            self.hypermodel.make_backbone(image_size), preprocessing, image_size, cut
         )
         meta = {
             "format": FORMAT_VERSION,
@@ -148,7 +169,7 @@ class FeatureCache:
             "weights_sha256": self.hypermodel.weights.sha256,
             "preprocessing": preprocessing,
             "image_size": int(image_size),
-            "cut": CUT,
+            "cut": cut,
             "dtype": np.dtype(FEATURE_DTYPE).name,
             "arrays": {},
         }
@@ -170,10 +191,10 @@ class FeatureCache:
 
 def _extract(extractor, images: np.ndarray, path: Path, label: str) -> None:
     """Run `extractor` over `images` in chunks, writing a .npy file atomically."""
-    width = int(extractor.output.shape[-1])
+    row_shape = tuple(int(d) for d in extractor.output.shape[1:])
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     out = np.lib.format.open_memmap(
-        temporary, mode="w+", dtype=FEATURE_DTYPE, shape=(len(images), width)
+        temporary, mode="w+", dtype=FEATURE_DTYPE, shape=(len(images), *row_shape)
     )
     started = time.monotonic()
     for start in range(0, len(images), EXTRACTION_CHUNK):
@@ -210,8 +231,8 @@ def _check_entry(entry: Path, key: str, n_train: int, n_test: int) -> str | None
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
             return f"{name}.npy unreadable: {exc}"
-        if array.ndim != 2 or array.shape[0] != rows or list(array.shape) != expected.get("shape"):
-            return f"{name}.npy has shape {array.shape}, expected ({rows}, features)"
+        if array.shape[:1] != (rows,) or list(array.shape) != expected.get("shape"):
+            return f"{name}.npy has shape {array.shape}, expected {expected.get('shape')}"
         if array.dtype != FEATURE_DTYPE:
             return f"{name}.npy has dtype {array.dtype}"
         del array

@@ -140,16 +140,25 @@ def build_model(values: dict, backbone: keras.Model) -> keras.Model:
     return keras.Model(inputs, outputs, name="resnet50_transfer")
 
 
-def feature_extractor(backbone: keras.Model, preprocessing: str, image_size: int) -> keras.Model:
-    """The frozen part of `build_model`: image -> preprocessing -> backbone -> pool.
+def feature_extractor(
+    backbone: keras.Model, preprocessing: str, image_size: int, cut: str = "pool"
+) -> keras.Model:
+    """The frozen part of `build_model`, from the image up to `cut`.
 
-    Its output is what the head sees in phase 1, so it can be computed once
-    and cached (see `study.features`).
+    With `cut="pool"` the output is what the head sees in phase 1 (the pooled
+    backbone output). With the name of a backbone layer it is that layer's
+    activations, the input of the stages that phase 2 trains. Either can be
+    computed once and cached (see `study.features`).
     """
     backbone.trainable = False
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
-    x = backbone(_backbone_input(inputs, preprocessing, image_size))
-    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = _backbone_input(inputs, preprocessing, image_size)
+    if cut == "pool":
+        x = backbone(x)
+        outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    else:
+        lower = keras.Model(backbone.input, backbone.get_layer(cut).output, name="backbone_lower")
+        outputs = lower(x)
     return keras.Model(inputs, outputs, name="feature_extractor")
 
 
@@ -159,13 +168,30 @@ def head_model(model: keras.Model) -> keras.Model:
     Training it trains the head of `model` in place: the layers, and so the
     weights, are the same objects.
     """
+    pool = model.get_layer("pool")
+    inputs = keras.Input(shape=pool.output.shape[1:], name="features")
+    return keras.Model(inputs, _apply_layers_after(model, pool, inputs), name="head")
+
+
+def upper_model(model: keras.Model, cut: str) -> keras.Model:
+    """A model from the activations of backbone layer `cut` to the predictions.
+
+    It shares every layer above `cut` with `model`, so training it trains
+    `model` in place, with the trainable flags that `unfreeze_backbone` set.
+    """
+    backbone = backbone_of(model)
+    cut_output = backbone.get_layer(cut).output
+    upper_backbone = keras.Model(cut_output, backbone.output, name="backbone_upper")
+    inputs = keras.Input(shape=cut_output.shape[1:], name="activations")
+    x = upper_backbone(inputs)
+    return keras.Model(inputs, _apply_layers_after(model, backbone, x), name="upper")
+
+
+def _apply_layers_after(model: keras.Model, layer, x):
     layers = model.layers
-    start = layers.index(model.get_layer("pool")) + 1
-    inputs = keras.Input(shape=model.get_layer("pool").output.shape[1:], name="features")
-    x = inputs
-    for layer in layers[start:]:
-        x = layer(x)
-    return keras.Model(inputs, x, name="head")
+    for later in layers[layers.index(layer) + 1:]:
+        x = later(x)
+    return x
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

@@ -114,6 +114,7 @@ def trial_row(record: dict) -> dict:
         row[f"{phase}_duration_s"] = result.get("duration_s")
     row["final_train_accuracy"] = row["finetune_final_train_accuracy"]
     row["head_path"] = record.get("phases", {}).get("head", {}).get("path")
+    row["finetune_path"] = record.get("phases", {}).get("finetune", {}).get("path")
     predictions = record.get("predictions") or {}
     row["predictions_file"] = predictions.get("file")
     row["predictions_weights"] = predictions.get("weights")

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import keras
+import keras_tuner
 import pandas as pd
 
 from study.callbacks import format_duration
 from study.hypermodel import TransferHyperModel
 from study.records import build_tables, write_atomic, write_tables
-from study.errors import ConfigError
+from study.errors import ConfigError, StudyError, TrialFailuresError
 from study.search_space import SearchSpace
 from study.splits import Splits
 from study.tuner import TwoPhaseTuner, make_oracle
@@ -104,6 +105,7 @@ def run_sizes(
             args.seed,
             max_epochs=space.training.epochs_finetune,
             hyperband_factor=space.tuner.hyperband_factor,
+            max_consecutive_failures=getattr(args, "max_consecutive_failures", 3),
         )
         # Keras Tuner prints "Reloading Tuner from ..." to stdout; keep stdout for
         # the summary table and send the message to the log.
@@ -134,7 +136,7 @@ def run_sizes(
         )
         if tuner.remaining_trials == 0:
             logger.info("size=%d: all trials done already; nothing to run", size)
-        tuner.search(splits=size_splits, verbose=0)
+        _search(tuner, size_splits, directory)
         del tuner
         keras.backend.clear_session()
         gc.collect()
@@ -150,6 +152,26 @@ def run_sizes(
         f"(all trials: {results_dir / 'trials.csv'}, epochs: {results_dir / 'epochs.csv'}):"
     )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _search(tuner: TwoPhaseTuner, splits: Splits, directory: Path) -> None:
+    """Run `tuner.search`, turning the oracle's stop conditions into study errors."""
+    try:
+        tuner.search(splits=splits, verbose=0)
+    except keras_tuner.errors.FatalError as exc:
+        if isinstance(exc.__cause__, StudyError):
+            raise exc.__cause__ from None
+        raise
+    except RuntimeError as exc:
+        # Keras Tuner 1.4 signals the limit with a plain RuntimeError.
+        if "consecutive failures" not in str(exc):
+            raise
+        raise TrialFailuresError(
+            f"size={tuner.size}: search stopped after "
+            f"{tuner.oracle.max_consecutive_failed_trials} failed trials in a row; the last failed with {tuner.last_failure}. Fix the "
+            f"cause (see the trial records in {directory}) and rerun the same command, "
+            "or raise --max-consecutive-failures"
+        ) from None
 
 
 def best_trials(results_dir: Path, space_name: str, sizes: list[int]) -> pd.DataFrame:

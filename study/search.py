@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser.add_argument(
+        "--max-consecutive-failures", type=positive_int, default=3, metavar="N",
+        help="stop a size's search after N failed trials in a row; a failed trial "
+        "(diverging loss, out of memory, any other error inside the trial) is "
+        "recorded with its reason and the search goes on until then (default: 3)",
+    )
+
+    parser.add_argument(
         "--no-feature-cache", dest="feature_cache", action="store_false",
         help="train phase 1 through the full model instead of on cached backbone "
         "features (slower, same result; the cache lives under ~/.keras/study/features "

@@ -39,7 +39,9 @@ import keras_tuner
 import numpy as np
 
 from study.callbacks import ProgressLog, format_duration
-from study.hypermodel import compile_model, head_model, unfreeze_backbone
+from study.errors import StudyError
+from study.features import CUT_BELOW_STAGE
+from study.hypermodel import compile_model, head_model, unfreeze_backbone, upper_model
 from study.records import RECORD_FILE, write_atomic, write_record, write_tables
 from study.search_space import SearchSpace
 from study.splits import Splits
@@ -76,28 +78,25 @@ def make_oracle(
     seed: int,
     max_epochs: int,
     hyperband_factor: int = 3,
+    max_consecutive_failures: int = 3,
 ) -> keras_tuner.Oracle:
-    """Create the oracle named by `kind`, seeded from the study seed `seed`."""
+    """Create the oracle named by `kind`, seeded from the study seed `seed`.
+
+    The oracle stops the search with a `RuntimeError` once
+    `max_consecutive_failures` trials in a row have failed.
+    """
     seed = oracle_seed(seed)
+    common = {"objective": OBJECTIVE, "seed": seed,
+              "max_consecutive_failed_trials": max_consecutive_failures}
     if kind == "random":
-        return keras_tuner.oracles.RandomSearchOracle(
-            objective=OBJECTIVE, max_trials=max_trials, seed=seed
-        )
+        return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
     if kind == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(
-            objective=OBJECTIVE, max_trials=max_trials, seed=seed
-        )
+        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
     if kind == "grid":
-        return keras_tuner.oracles.GridSearchOracle(
-            objective=OBJECTIVE, max_trials=max_trials, seed=seed
-        )
+        return keras_tuner.oracles.GridSearchOracle(max_trials=max_trials, **common)
     if kind == "hyperband":
         return keras_tuner.oracles.HyperbandOracle(
-            objective=OBJECTIVE,
-            max_epochs=max_epochs,
-            factor=hyperband_factor,
-            hyperband_iterations=1,
-            seed=seed,
+            max_epochs=max_epochs, factor=hyperband_factor, hyperband_iterations=1, **common
         )
     raise ValueError(f"unknown oracle {kind!r}")
 
@@ -115,19 +114,28 @@ class BestEpochCheckpoint(keras.callbacks.Callback):
         filepath: the `.weights.h5` file to write.
         monitor: the metric to maximise.
         best: the best value of epochs run before an interruption, if any.
+        target: the model whose weights are saved, when the fitted model
+            only shares part of its layers (default: the fitted model).
     """
 
-    def __init__(self, filepath: str, monitor: str = "val_accuracy", best: float = -math.inf):
+    def __init__(
+        self,
+        filepath: str,
+        monitor: str = "val_accuracy",
+        best: float = -math.inf,
+        target: keras.Model | None = None,
+    ):
         super().__init__()
         self.filepath = filepath
         self.monitor = monitor
         self.best = best
+        self.target = target
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and math.isfinite(value) and value > self.best:
             self.best = value
-            self.model.save_weights(self.filepath)
+            (self.target or self.model).save_weights(self.filepath)
 
 
 class EpochHistoryFile(keras.callbacks.Callback):
@@ -252,6 +260,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         self.provenance = provenance or {}
         self.results_dir = Path(results_dir) if results_dir is not None else None
         self.feature_cache = feature_cache
+        self.last_failure: str | None = None
         self._trial_seconds: list[float] = []
         super().__init__(hypermodel=hypermodel, oracle=oracle, **kwargs)
 
@@ -266,9 +275,11 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         return f"trial {number}/{total} size={self.size}"
 
     def on_trial_end(self, trial):
-        super().on_trial_end(trial)
+        # The tables come first: the oracle raises here when too many trials
+        # in a row have failed, and the tables must include the last of them.
         if self.results_dir is not None:
             write_tables(self.results_dir)
+        super().on_trial_end(trial)
         remaining = self.remaining_trials
         if self._trial_seconds and remaining:
             mean = sum(self._trial_seconds) / len(self._trial_seconds)
@@ -337,9 +348,17 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             record["reason"] = f"{type(exc).__name__}: {exc}"
             record["duration_s"] = time.monotonic() - started
             write_record(trial_dir, record)
-            logger.error("%s %s: %s", label, record["status"], record["reason"])
-            if not interrupted:
-                shutil.rmtree(trial_dir / RESUME_DIR, ignore_errors=True)
+            logger.error(
+                "%s %s: %s (%s)", label, record["status"], record["reason"],
+                _format_values(record["hyperparameters"]),
+            )
+            if interrupted:
+                raise
+            shutil.rmtree(trial_dir / RESUME_DIR, ignore_errors=True)
+            self.last_failure = record["reason"]
+            if isinstance(exc, StudyError):
+                # A configuration error fails every trial alike: stop at once.
+                raise keras_tuner.errors.FatalError(str(exc)) from exc
             raise
         finally:
             gc.collect()
@@ -398,10 +417,28 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             logger.info("%s continues trial %s from its best checkpoint", label, continues)
         progress = ProgressLog(label, 2, epochs_finetune)
         checkpoint = trial_dir / CHECKPOINT_FILE
-        finetune = self._fit_phase(
-            model, images, 2, epochs_finetune, initial_epoch, progress, trial, verbose,
-            resume / "phase_2", checkpoint=checkpoint,
-        )
+        activations, why_not = self._finetune_activations(hp, splits)
+        if activations is not None:
+            cut = CUT_BELOW_STAGE[hp.get("finetune_depth")]
+            upper = upper_model(model, cut)
+            compile_model(upper, training.optimizer, hp.get("learning_rate_finetune"))
+            logger.info(
+                "%s phase=2 trains from %s up on cached %s activations",
+                label, hp.get("finetune_depth"), cut,
+            )
+            finetune = self._fit_phase(
+                upper, activations, 2, epochs_finetune, initial_epoch, progress, trial,
+                verbose, resume / "phase_2_cached_activations", checkpoint=checkpoint,
+                checkpoint_model=model,
+            )
+            finetune["path"] = "cached_activations"
+        else:
+            logger.info("%s phase=2 trains the full model (%s)", label, why_not)
+            finetune = self._fit_phase(
+                model, images, 2, epochs_finetune, initial_epoch, progress, trial, verbose,
+                resume / "phase_2_full_model", checkpoint=checkpoint,
+            )
+            finetune["path"] = "full_model"
         record["phases"]["finetune"] = finetune
         metrics.update(_best_metrics(finetune["history"]))
         record["predictions"] = _write_predictions(
@@ -432,14 +469,16 @@ class TwoPhaseTuner(keras_tuner.Tuner):
                           hp.get("learning_rate_head"))
             logger.info("%s phase=1 trains the head on cached backbone features", label)
             head = self._fit_phase(
-                head_net, features, 1, epochs, 0, progress, trial, verbose, resume / "phase_1"
+                head_net, features, 1, epochs, 0, progress, trial, verbose,
+                resume / "phase_1_cached_features",
             )
             head["path"] = "cached_features"
         else:
             logger.info("%s phase=1 trains the full model with the backbone frozen (%s)",
                         label, why_not)
             head = self._fit_phase(
-                model, images, 1, epochs, 0, progress, trial, verbose, resume / "phase_1"
+                model, images, 1, epochs, 0, progress, trial, verbose,
+                resume / "phase_1_full_model",
             )
             head["path"] = "full_model"
         # Keras wants the .weights.h5 suffix, so the temporary name keeps it.
@@ -462,11 +501,33 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test
         ), ""
 
+    def _finetune_activations(self, hp, splits) -> tuple[PhaseData | None, str]:
+        """Cached activations below the fine-tuned stages, or None and the reason."""
+        depth = hp.get("finetune_depth")
+        if depth not in CUT_BELOW_STAGE:
+            return None, f"finetune_depth={depth} leaves no frozen part to cache"
+        if self.feature_cache is None:
+            return None, "feature cache off"
+        reason = self.feature_cache.unavailable_reason()
+        if reason:
+            return None, reason
+        cached = self.feature_cache.get(
+            hp.get("preprocessing"), hp.get("image_size"), CUT_BELOW_STAGE[depth]
+        )
+        x_train, x_val, x_test = cached.for_splits(splits)
+        return PhaseData(
+            x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test
+        ), ""
+
     def _fit_phase(
         self, model, data: PhaseData, phase, epochs, initial_epoch, progress, trial, verbose,
-        resume_dir: Path, checkpoint: Path | None = None,
+        resume_dir: Path, checkpoint: Path | None = None, checkpoint_model=None,
     ) -> dict:
-        """Fit one phase, resuming from `resume_dir`, then evaluate on the test set."""
+        """Fit one phase, resuming from `resume_dir`, then evaluate on the test set.
+
+        `checkpoint_model` is the model whose weights the best-epoch checkpoint
+        saves, when `model` shares only part of its layers.
+        """
         training = self.search_space.training
         history_file = EpochHistoryFile(resume_dir / "history.json", initial_epoch)
         done = len(history_file.history.get("loss", []))
@@ -485,7 +546,10 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         if checkpoint is not None:
             earlier = [v for v in history_file.history.get(OBJECTIVE.name, []) if math.isfinite(v)]
             callbacks.append(
-                BestEpochCheckpoint(str(checkpoint), best=max(earlier, default=-math.inf))
+                BestEpochCheckpoint(
+                    str(checkpoint), best=max(earlier, default=-math.inf),
+                    target=checkpoint_model,
+                )
             )
         if training.early_stopping_patience > 0:
             # TODO: after a resume the patience counter starts again from zero,

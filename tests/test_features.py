@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from fixtures_study import tiny_cifar10, write_search_space
-from study.features import FeatureCache, feature_key
-from study.hypermodel import TransferHyperModel, build_model, feature_extractor, head_model
+from study.features import CUT_BELOW_STAGE, FeatureCache, feature_key
+from study.hypermodel import (
+    TransferHyperModel,
+    build_model,
+    feature_extractor,
+    head_model,
+    unfreeze_backbone,
+    upper_model,
+)
 from study.records import RECORD_FILE
 from study.search_space import load_search_space
 from study.splits import make_splits
@@ -41,7 +48,7 @@ def space(tmp_path_factory):
     folder = tmp_path_factory.mktemp("space")
     # SGD, because Adam's first steps follow the sign of each gradient, which
     # turns float rounding in near-zero gradients into visible differences.
-    training = {"epochs_head": 3, "optimizer": "sgd"}
+    training = {"epochs_head": 3, "epochs_finetune": 2, "optimizer": "sgd"}
     return load_search_space(
         str(write_search_space(folder, training=training, tuner={"max_trials": 1}))
     )
@@ -157,7 +164,52 @@ def both_paths(tmp_path_factory, space, weights_file, data):
 def test_paths_recorded(both_paths):
     cached, full = both_paths
     assert cached["phases"]["head"]["path"] == "cached_features"
+    assert cached["phases"]["finetune"]["path"] == "cached_activations"
     assert full["phases"]["head"]["path"] == "full_model"
+    assert full["phases"]["finetune"]["path"] == "full_model"
+
+
+@pytest.mark.parametrize("metric", ["loss", "accuracy", "val_loss", "val_accuracy"])
+def test_finetune_history_matches_full_model(both_paths, metric):
+    cached, full = both_paths
+    np.testing.assert_allclose(
+        cached["phases"]["finetune"]["history"][metric],
+        full["phases"]["finetune"]["history"][metric],
+        rtol=1e-3, atol=1e-4,
+    )
+
+
+def test_finetune_test_loss_matches_full_model(both_paths):
+    cached, full = both_paths
+    assert cached["phases"]["finetune"]["test_loss"] == pytest.approx(
+        full["phases"]["finetune"]["test_loss"], rel=1e-3
+    )
+
+
+def test_checkpoint_fits_full_model(both_paths):
+    # The predictions come from the checkpoint loaded into the full model, so
+    # they agree with the cached path only if the checkpoint is the full model's.
+    cached, full = both_paths
+    assert cached["predictions"]["test_accuracy"] == pytest.approx(
+        full["predictions"]["test_accuracy"], abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("depth", sorted(CUT_BELOW_STAGE))
+def test_upper_model_matches_full_model(space, weights_file, data, depth):
+    hypermodel = TransferHyperModel(space, weights_file)
+    values = {h.name: h.default for h in space.hyperparameters}
+    model = build_model(values, hypermodel.make_backbone(32))
+    unfreeze_backbone(model, depth, "frozen")
+    cut = CUT_BELOW_STAGE[depth]
+    extractor = feature_extractor(hypermodel.make_backbone(32), values["preprocessing"], 32, cut)
+    upper = upper_model(model, cut)
+    trainable = {id(w) for w in upper.trainable_weights}
+    assert trainable == {id(w) for w in model.trainable_weights}
+
+    through_upper = upper.predict(extractor.predict(data.x_test, verbose=0), verbose=0)
+    through_model = model.predict(data.x_test, verbose=0)
+    np.testing.assert_allclose(through_upper, through_model, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("metric", ["loss", "accuracy", "val_loss", "val_accuracy"])

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from fixtures_study import tiny_cifar10, write_search_space
+from study.errors import ConfigError, TrialFailuresError
 from study.hypermodel import TransferHyperModel
+from study.runner import _search
 from study.records import EPOCH_METRICS, RECORD_FILE, TRIALS_CSV
 from study.search_space import load_search_space
 from study.splits import make_splits
@@ -20,9 +22,15 @@ STUDY_SEED = 0
 SIZE = 20
 
 
-def make_tuner(space, results_dir, max_trials: int, overwrite: bool = False) -> TwoPhaseTuner:
+def make_tuner(
+    space, results_dir, max_trials: int, overwrite: bool = False, kind: str = "random",
+    max_consecutive_failures: int = 3,
+) -> TwoPhaseTuner:
     """A tuner whose project is `<results_dir>/<space>/size_20`, as the runner lays it out."""
-    oracle = make_oracle("random", max_trials, STUDY_SEED, max_epochs=1)
+    oracle = make_oracle(
+        kind, max_trials, STUDY_SEED, max_epochs=1,
+        max_consecutive_failures=max_consecutive_failures,
+    )
     return TwoPhaseTuner(
         TransferHyperModel(space, resolve_weights("none")),
         oracle,
@@ -196,13 +204,14 @@ def test_trial_seed_in_int32_range():
     assert all(0 <= seed < 2**31 - 1 for seed in seeds)
 
 
-def test_non_finite_loss_fails_trial(tmp_path, splits):
+@pytest.mark.parametrize("kind", ["random", "bayesian"])
+def test_non_finite_loss_fails_trial(tmp_path, splits, kind):
     # An L2 factor near float32's maximum makes the regularization loss
     # overflow to inf on the first batch, so the head phase cannot finish.
     space = load_search_space(
         str(write_search_space(tmp_path, name="diverges", hyperparameters={"l2": 1e38}))
     )
-    tuner = make_tuner(space, tmp_path / "results", max_trials=1, overwrite=True)
+    tuner = make_tuner(space, tmp_path / "results", max_trials=1, overwrite=True, kind=kind)
 
     tuner.search(splits=splits, verbose=0)
 
@@ -224,3 +233,63 @@ def test_study_seed_zero_fixes_oracle_seed(kind):
     seeds = {make_oracle(kind, 1, 0, max_epochs=2).seed for _ in range(3)}
     assert len(seeds) == 1
     assert seeds != {0}
+
+
+def fail_first_trials(monkeypatch, count: int, error: Exception):
+    """Make the first `count` trials raise `error` before training starts."""
+    real = TwoPhaseTuner._run_phases
+    calls = []
+
+    def run_phases(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= count:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TwoPhaseTuner, "_run_phases", run_phases)
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian"])
+def test_trial_error_search_continues(tmp_path, splits, monkeypatch, kind):
+    fail_first_trials(monkeypatch, 1, MemoryError("simulated out of memory"))
+    space = load_search_space(str(write_search_space(tmp_path, name="tiny")))
+    results_dir = tmp_path / "results"
+    tuner = make_tuner(space, results_dir, max_trials=2, overwrite=True, kind=kind)
+
+    tuner.search(splits=splits, verbose=0)
+
+    statuses = [read_record(d)["status"] for d in trial_dirs(tuner)]
+    table = pd.read_csv(results_dir / TRIALS_CSV)
+    failed = table[table["status"] == "failed"]
+    assert statuses == ["failed", "completed"]
+    assert len(failed) == 1
+    assert "simulated out of memory" in failed["reason"].iloc[0]
+
+
+def test_consecutive_failures_stop_search(tmp_path, splits, monkeypatch):
+    fail_first_trials(monkeypatch, 10, RuntimeError("simulated crash"))
+    space = load_search_space(str(write_search_space(tmp_path, name="tiny")))
+    results_dir = tmp_path / "results"
+    tuner = make_tuner(
+        space, results_dir, max_trials=5, overwrite=True, max_consecutive_failures=2
+    )
+
+    with pytest.raises(TrialFailuresError) as caught:
+        _search(tuner, splits, results_dir)
+
+    table = pd.read_csv(results_dir / TRIALS_CSV)
+    assert "2 failed trials in a row" in str(caught.value)
+    assert "simulated crash" in str(caught.value)
+    assert len(trial_dirs(tuner)) == 2
+    assert list(table["status"]) == ["failed", "failed"]
+
+
+def test_config_error_stops_at_once(tmp_path, splits, monkeypatch):
+    fail_first_trials(monkeypatch, 10, ConfigError("invalid setting X; change it"))
+    space = load_search_space(str(write_search_space(tmp_path, name="tiny")))
+    tuner = make_tuner(space, tmp_path / "results", max_trials=5, overwrite=True)
+
+    with pytest.raises(ConfigError, match="invalid setting X"):
+        _search(tuner, splits, tmp_path / "results")
+
+    assert len(trial_dirs(tuner)) == 1

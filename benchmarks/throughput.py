@@ -1,0 +1,322 @@
+"""Measure what the feature cache saves, in one run on one machine.
+
+    python benchmarks/throughput.py --data /path/to/cifar10.npz [--size 10000]
+
+Prints one table of measured seconds and the ratios between them:
+
+- the fp32 matrix-multiply peak of this machine, and the backbone's inference
+  throughput as a fraction of it (ResNet50 FLOPs counted from its layers);
+- phase 1 per trial: the full model with a frozen backbone vs the head on
+  cached pooled features;
+- phase 2 per epoch: fine-tuning the whole backbone vs `conv5` and the head on
+  cached `conv4` activations;
+- one whole trial: the naive two-phase loop vs the fastest valid path, with
+  and without the one-off cache pass;
+- peak resident memory of the process.
+
+Full-model epochs are expensive on a CPU, so each is measured once after a
+warm-up epoch and multiplied by the epoch count; the table says so. Cached
+phases run in full. The cache lives where the study keeps it
+(`~/.keras/study/features` or `$STUDY_CACHE/features`); `--fresh-cache`
+computes the entries again and times that pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from study import cli  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 matrix-multiply rate of the Keras backend, in GFLOP/s."""
+    from keras import ops
+
+    a = ops.convert_to_tensor(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    b = ops.convert_to_tensor(np.random.default_rng(1).random((n, n), dtype=np.float32))
+    np.asarray(ops.matmul(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.asarray(ops.matmul(a, b))
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def model_gflops_per_image(model) -> float:
+    """Forward-pass FLOPs of the convolution and dense layers of `model`, per image."""
+    import keras
+
+    flops = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels_out = layer.output.shape
+            kernel_h, kernel_w = layer.kernel_size
+            channels_in = layer.input.shape[-1]
+            flops += 2 * height * width * kernel_h * kernel_w * channels_in * channels_out
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return flops / 1e9
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def timed(function):
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def one_epoch_seconds(model, x, y, x_val, y_val, batch_size: int) -> float:
+    """Seconds of one epoch after a warm-up epoch (tracing and graph build excluded)."""
+    fit = lambda: model.fit(  # noqa: E731
+        x, y, validation_data=(x_val, y_val), epochs=1, batch_size=batch_size,
+        validation_batch_size=256, verbose=0,
+    )
+    fit()
+    seconds, _ = timed(fit)
+    return seconds
+
+
+def run(args) -> dict:
+    import keras
+
+    from study.data import load_cifar10
+    from study.features import CUT_BELOW_STAGE, FeatureCache
+    from study.hypermodel import (
+        TransferHyperModel,
+        build_model,
+        compile_model,
+        feature_extractor,
+        freeze_backbone,
+        head_model,
+        unfreeze_backbone,
+        upper_model,
+    )
+    from study.search_space import load_search_space
+    from study.splits import make_splits
+    from study.weights import resolve_weights
+
+    data = load_cifar10(args.data)
+    splits = make_splits(data, args.size, 0, "holdout", 0.1)
+    space = load_search_space("default")
+    weights = resolve_weights(args.weights)
+    hypermodel = TransferHyperModel(space, weights)
+    cache_dir = Path(tempfile.mkdtemp(prefix="study-benchmark-")) if args.fresh_cache else None
+    cache = FeatureCache(data, hypermodel, cache_dir)
+    values = {
+        **{h.name: h.default for h in space.hyperparameters},
+        "preprocessing": "caffe",
+        "image_size": args.image_size,
+        "dropout": 0.0,
+        "l2": 0.0,
+    }
+    batch = args.batch_size
+    results = {}
+
+    logger.info("matmul peak")
+    results["matmul_peak_gflops"] = matmul_peak_gflops()
+
+    logger.info("backbone inference throughput")
+    extractor = feature_extractor(
+        hypermodel.make_backbone(args.image_size), "caffe", args.image_size
+    )
+    sample = data.x_train[:2048]
+    extractor.predict(sample[:256], batch_size=256, verbose=0)
+    seconds, _ = timed(lambda: extractor.predict(sample, batch_size=256, verbose=0))
+    results["inference_images_per_s"] = len(sample) / seconds
+    results["backbone_gflops_per_image"] = model_gflops_per_image(extractor)
+    results["inference_fraction_of_peak"] = (
+        results["inference_images_per_s"] * results["backbone_gflops_per_image"]
+        / results["matmul_peak_gflops"]
+    )
+
+    logger.info("cache passes (pooled features and conv4 activations)")
+    cut = CUT_BELOW_STAGE["conv5"]
+    results["cache_pool_s"], features = timed(lambda: cache.get("caffe", args.image_size))
+    results["cache_conv4_s"], activations = timed(
+        lambda: cache.get("caffe", args.image_size, cut)
+    )
+
+    logger.info("phase 1, full model with frozen backbone: one epoch")
+    model = build_model(values, hypermodel.make_backbone(args.image_size))
+    freeze_backbone(model)
+    compile_model(model, "adam", 1e-3)
+    epoch = one_epoch_seconds(
+        model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, batch
+    )
+    results["phase1_naive_epoch_s"] = epoch
+    results["phase1_naive_trial_s"] = epoch * args.epochs_head
+
+    logger.info("phase 1, head on cached features: %d epochs", args.epochs_head)
+    head = head_model(model)
+    compile_model(head, "adam", 1e-3)
+    x_train, x_val, _ = features.for_splits(splits)
+    results["phase1_cached_trial_s"], _ = timed(lambda: head.fit(
+        x_train, splits.y_train, validation_data=(x_val, splits.y_val),
+        epochs=args.epochs_head, batch_size=batch, validation_batch_size=256, verbose=0,
+    ))
+
+    logger.info("phase 2, full fine-tuning: one epoch")
+    unfreeze_backbone(model, "all", "frozen")
+    compile_model(model, "adam", 1e-5)
+    results["phase2_full_epoch_s"] = one_epoch_seconds(
+        model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, batch
+    )
+
+    logger.info("phase 2, conv5 on cached activations: one epoch")
+    keras.backend.clear_session()
+    model = build_model(values, hypermodel.make_backbone(args.image_size))
+    unfreeze_backbone(model, "conv5", "frozen")
+    upper = upper_model(model, cut)
+    compile_model(upper, "adam", 1e-5)
+    a_train, a_val, _ = activations.for_splits(splits)
+    results["phase2_conv5_cached_epoch_s"] = one_epoch_seconds(
+        upper, a_train, splits.y_train, a_val, splits.y_val, batch
+    )
+
+    naive = results["phase1_naive_trial_s"] + args.epochs_finetune * results["phase2_full_epoch_s"]
+    fastest = (
+        results["phase1_cached_trial_s"]
+        + args.epochs_finetune * results["phase2_conv5_cached_epoch_s"]
+    )
+    results["trial_naive_s"] = naive
+    results["trial_fastest_s"] = fastest
+    results["trial_fastest_with_cache_pass_s"] = (
+        fastest + results["cache_pool_s"] + results["cache_conv4_s"]
+    )
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def format_table(results: dict, args) -> str:
+    r = results
+    rows = [
+        ("fp32 matmul peak", f"{r['matmul_peak_gflops']:.0f} GFLOP/s", ""),
+        (
+            f"backbone inference at {args.image_size} px",
+            f"{r['inference_images_per_s']:.0f} img/s x {r['backbone_gflops_per_image']:.2f} GFLOP",
+            f"{r['inference_fraction_of_peak']:.0%} of peak (target >= 45%)",
+        ),
+        ("cache pass, pooled features (one-off)", f"{r['cache_pool_s']:.1f} s", ""),
+        ("cache pass, conv4 activations (one-off)", f"{r['cache_conv4_s']:.1f} s", ""),
+        (
+            f"phase 1 per trial ({args.epochs_head} epochs), naive",
+            f"{r['phase1_naive_trial_s']:.1f} s",
+            f"{r['phase1_naive_epoch_s']:.1f} s/epoch x {args.epochs_head}",
+        ),
+        (
+            "phase 1 per trial, cached features",
+            f"{r['phase1_cached_trial_s']:.1f} s",
+            f"{r['phase1_naive_trial_s'] / r['phase1_cached_trial_s']:.0f}x faster (target >= 50x)",
+        ),
+        ("phase 2 per epoch, full fine-tuning", f"{r['phase2_full_epoch_s']:.1f} s", ""),
+        (
+            "phase 2 per epoch, conv5 on cached activations",
+            f"{r['phase2_conv5_cached_epoch_s']:.1f} s",
+            f"{r['phase2_full_epoch_s'] / r['phase2_conv5_cached_epoch_s']:.1f}x faster",
+        ),
+        (
+            f"whole trial ({args.epochs_head}+{args.epochs_finetune} epochs), naive",
+            f"{r['trial_naive_s']:.0f} s", "",
+        ),
+        (
+            "whole trial, fastest valid path",
+            f"{r['trial_fastest_s']:.0f} s",
+            f"{r['trial_naive_s'] / r['trial_fastest_s']:.1f}x faster (target >= 10x)",
+        ),
+        (
+            "whole trial, fastest path plus the cache passes",
+            f"{r['trial_fastest_with_cache_pass_s']:.0f} s",
+            f"{r['trial_naive_s'] / r['trial_fastest_with_cache_pass_s']:.1f}x faster",
+        ),
+        ("peak resident memory", f"{r['peak_rss_mib']:.0f} MiB", ""),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    return "\n".join(
+        f"{name:<{width}}  {value:>{value_width}}  {note}".rstrip() for name, value, note in rows
+    )
+
+
+def describe_machine() -> str:
+    try:
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip() or "no GPU"
+    except (OSError, subprocess.SubprocessError):
+        gpu = "no GPU"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {memory:.0f} GiB, {gpu}"
+
+
+def main(argv=None) -> int:
+    parser = cli.ArgumentParser(
+        prog="python benchmarks/throughput.py",
+        description="Measure the speed-up of the feature cache against the naive loop.",
+    )
+    parser.add_argument("--size", type=int, default=10000,
+                        help="training-set size in images (default: 10000)")
+    parser.add_argument("--image-size", type=int, default=32,
+                        help="backbone input size in pixels (default: 32)")
+    parser.add_argument("--epochs-head", type=int, default=10,
+                        help="phase-1 epochs per trial (default: 10)")
+    parser.add_argument("--epochs-finetune", type=int, default=10,
+                        help="phase-2 epochs per trial (default: 10)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="training batch size (default: 64)")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="compute the cache entries in a new temporary folder")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the measured values and the settings as JSON")
+    cli.add_input_arguments(parser)
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.verbose)
+
+    import keras
+
+    started = time.perf_counter()
+    results = run(args)
+    wall = time.perf_counter() - started
+    header = [
+        f"machine: {describe_machine()}",
+        f"keras {keras.__version__}, backend {keras.backend.backend()}",
+        f"size {args.size}, image size {args.image_size}, batch {args.batch_size}, "
+        f"epochs {args.epochs_head}+{args.epochs_finetune}, wall {wall:.0f} s",
+        "full-model phases: one measured epoch after a warm-up epoch, times the epoch count",
+    ]
+    print("\n".join(header))
+    print(format_table(results, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"settings": vars(args), "machine": describe_machine(), "wall_s": wall, **results},
+            indent=2, default=str,
+        ) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_main(main))
