@@ -92,6 +92,7 @@ def trial_row(record: dict) -> dict:
         "size": record.get("size"),
         "protocol": record.get("protocol"),
         "trial_id": record.get("trial_id"),
+        "tuner_id": record.get("tuner_id"),
         "status": record.get("status"),
         "reason": record.get("reason"),
         "seed": record.get("seed"),

@@ -134,7 +134,7 @@ def run_sizes(
             *size_splits.sizes().values(),
             size_splits.protocol,
         )
-        if tuner.remaining_trials == 0:
+        if tuner.remaining_trials_or_none() == 0:
             logger.info("size=%d: all trials done already; nothing to run", size)
         _search(tuner, size_splits, directory)
         del tuner
@@ -168,7 +168,7 @@ def _search(tuner: TwoPhaseTuner, splits: Splits, directory: Path) -> None:
             raise
         raise TrialFailuresError(
             f"size={tuner.size}: search stopped after "
-            f"{tuner.oracle.max_consecutive_failed_trials} failed trials in a row; the last failed with {tuner.last_failure}. Fix the "
+            f"{getattr(tuner.oracle, 'max_consecutive_failed_trials', '?')} failed trials in a row; the last failed with {tuner.last_failure}. Fix the "
             f"cause (see the trial records in {directory}) and rerun the same command, "
             "or raise --max-consecutive-failures"
         ) from None

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from study import __version__, cli
+from study import __version__, cli, distributed
 from study.errors import ConfigError
 from study.search_space import ORACLES, SearchSpace, continuous_floats, load_search_space
 
@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser.add_argument(
+        "--chief", default=None, metavar="[HOST:]PORT",
+        help="distributed tuning with Keras Tuner's chief/worker mode: without --worker, "
+        "run as the chief and serve the oracle at this address (HOST defaults to "
+        "127.0.0.1, reachable from this machine only; use 0.0.0.0 or a host name for "
+        "workers elsewhere); with --worker, the chief to connect to. One --size only",
+    )
+
+    parser.add_argument(
+        "--worker", default=None, metavar="ID",
+        help="with --chief: run trials as worker ID; restart a killed worker with the "
+        "same ID and it resumes its trial",
+    )
+
+    parser.add_argument(
         "--no-feature-cache", dest="feature_cache", action="store_false",
         help="train phase 1 through the full model instead of on cached backbone "
         "features (slower, same result; the cache lives under ~/.keras/study/features "
@@ -177,6 +191,23 @@ def check_results_dir(results_dir: Path) -> None:
         ) from exc
 
 
+def check_distributed(role: str | None, args: argparse.Namespace) -> None:
+    """Reject option combinations that distributed tuning cannot run."""
+    if role is None:
+        return
+    sizes = list(dict.fromkeys(args.size))
+    if len(sizes) != 1:
+        raise ConfigError(
+            f"distributed tuning runs one size per chief; got --size "
+            f"{' '.join(map(str, sizes))}. Start one chief and its workers per size"
+        )
+    if role == "worker" and args.overwrite:
+        raise ConfigError(
+            "--overwrite on a worker would delete trials that other workers are "
+            "running; pass it to the chief only"
+        )
+
+
 def format_config(resolved: dict) -> str:
     """Render the resolved configuration as aligned `key = value` lines."""
     space = resolved["search_space"]
@@ -195,7 +226,7 @@ def format_config(resolved: dict) -> str:
             )
     for key in (
         "sizes", "seed", "results_dir", "data", "weights", "keras_backend", "feature_cache",
-        "machine",
+        "distributed", "machine",
     ):
         lines.append(f"{key} = {resolved[key]}")
     return "\n".join(f"  {line}" for line in lines)
@@ -208,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     space = apply_overrides(load_search_space(args.search_space), args)
     results_dir = Path(args.results_dir)
     check_results_dir(results_dir)
+    role = distributed.configure(args.chief, args.worker)
+    check_distributed(role, args)
 
     import keras
 
@@ -244,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "weights": weights.describe(),
         "keras_backend": keras.backend.backend(),
         "feature_cache": args.feature_cache,
+        "distributed": distributed.describe(),
         "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",
         **provenance,
     }
@@ -251,6 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from study.runner import run_sizes
 
+    if role == "chief":
+        logger.info(
+            "serving the oracle; start each worker with the same options plus "
+            "--chief %s:%s --worker ID",
+            os.environ[distributed.ORACLE_IP], os.environ[distributed.ORACLE_PORT],
+        )
     # SIGTERM (from `kill` or a batch scheduler) stops the search like Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

@@ -192,6 +192,19 @@ class PhaseBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str):
         super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
 
+    def on_train_begin(self, logs=None):
+        # Keras writes the backup in place, so a kill during the first save
+        # leaves a truncated file and no previous copy to fall back on.
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "backup in %s is unreadable (%s); the phase starts again from its "
+                "first epoch", self.backup_dir, exc,
+            )
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self.model._initial_epoch = None
+
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         self.model._initial_epoch = None
@@ -266,6 +279,15 @@ class TwoPhaseTuner(keras_tuner.Tuner):
 
     # -- progress ---------------------------------------------------------
 
+    def remaining_trials_or_none(self) -> int | None:
+        """Trials left to start, or None when unknown.
+
+        A distributed worker's oracle is a gRPC client that cannot tell.
+        """
+        if not isinstance(self.oracle, keras_tuner.Oracle):
+            return None
+        return self.remaining_trials
+
     def _trial_label(self, trial) -> str:
         total = self.oracle.max_trials or "?"
         try:
@@ -280,7 +302,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         if self.results_dir is not None:
             write_tables(self.results_dir)
         super().on_trial_end(trial)
-        remaining = self.remaining_trials
+        remaining = self.remaining_trials_or_none()
         if self._trial_seconds and remaining:
             mean = sum(self._trial_seconds) / len(self._trial_seconds)
             logger.info(
@@ -321,6 +343,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             "size": self.size,
             "protocol": splits.protocol,
             "trial_id": trial.trial_id,
+            "tuner_id": self.tuner_id,
             "status": "running",
             "reason": None,
             "seed": self.study_seed,

@@ -164,3 +164,26 @@ def test_resumed_time_counted(interrupted_study):
     assert finetune["restored_s"] > 0
     assert finetune["duration_s"] >= finetune["restored_s"]
     assert first["duration_s"] >= first["phases"]["head"]["duration_s"] + finetune["duration_s"]
+
+
+def test_truncated_backup_restarts_phase(tmp_path, caplog):
+    import keras
+    import numpy as np
+
+    from study.tuner import EpochHistoryFile, PhaseBackup
+
+    x = np.random.default_rng(0).random((8, 3)).astype("float32")
+    y = np.arange(8) % 2
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    backup = tmp_path / "backup"
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[PhaseBackup(str(backup))])
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:96])
+
+    history = EpochHistoryFile(tmp_path / "history.json", 0)
+    with caplog.at_level("WARNING", logger="study.tuner"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[history, PhaseBackup(str(backup))])
+
+    assert "unreadable" in caplog.text
+    assert len(history.history["loss"]) == 2

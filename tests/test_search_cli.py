@@ -4,21 +4,18 @@ import contextlib
 import dataclasses
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures_study import full_size_npz, write_search_space  # noqa: F401 (fixture)
 
 import study.splits
-from fixtures_study import full_size_npz, write_search_space  # noqa: F401 (fixture)
 from study.cli import EXIT_USAGE, run_main
 from study.records import EPOCHS_CSV, RECORD_FILE, TRIALS_CSV
 from study.runner import CONFIG_FILE
 from study.search import main
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 SIZES = (20, 40)
 # Evaluating all 10,000 test images took about 35 s per phase on a shared
 # 2-core CPU machine, so the end-to-end runs report on the first 20 only.
@@ -170,59 +167,6 @@ def test_changed_epochs_need_overwrite(study_run, capsys):
     assert len(lines) == 1
     assert "--overwrite" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in trial_records(results_dir)} == before
-
-
-def run_search(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "study.search", *args],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-# Each case: arguments and a fragment of the one error line. None of these runs
-# gets as far as importing TensorFlow, so each process takes about a second.
-SUBPROCESS_ERRORS = {
-    "size_zero": (["--size", "0"], "'0' must be an integer >= 1"),
-    "size_not_integer": (["--size", "abc"], "'abc' is not an integer"),
-    "unknown_search_space": (
-        ["--size", "20", "--search-space", "no_such_space"],
-        "unknown search space 'no_such_space'",
-    ),
-    "unknown_tuner": (["--size", "20", "--tuner", "foo"], "invalid choice: 'foo'"),
-}
-
-
-@pytest.mark.parametrize(
-    ("args", "fragment"), SUBPROCESS_ERRORS.values(), ids=SUBPROCESS_ERRORS.keys()
-)
-def test_bad_input_exits_2(args, fragment):
-    result = run_search(*args)
-
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == EXIT_USAGE
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0]
-
-
-def test_size_above_pool_exits_2(full_size_npz, tmp_path):  # noqa: F811
-    result = run_search(
-        "--size", "60000",
-        "--weights", "none",
-        "--data", str(full_size_npz),
-        "--results-dir", str(tmp_path / "results"),
-    )
-
-    # Loading the data logs one INFO line before the error line.
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == EXIT_USAGE
-    assert "Traceback" not in result.stderr
-    assert len(errors) == 1, result.stderr
-    assert "60000 exceeds the pool" in errors[0]
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
 
 
 IN_PROCESS_USAGE_ERRORS = {
