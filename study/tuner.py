@@ -315,6 +315,12 @@ class TwoPhaseTuner(keras_tuner.Tuner):
 
     # -- the trial --------------------------------------------------------
 
+    # TODO: resident memory grows by roughly one model plus its optimizer state
+    # per trial (benchmarks/memory.py: 1576 -> 5036 MiB from trial 2 to 12 on
+    # TensorFlow 2.21). No Keras model or tf.Variable survives a trial, and the
+    # growth vanishes with run_eagerly=True, so memory held for graphs traced by
+    # tf.function is the suspect. Running each trial in a child process would
+    # bound it.
     def run_trial(self, trial, splits: Splits, verbose: int = 0, **kwargs):
         hp = trial.hyperparameters
         training = self.search_space.training
