@@ -5,7 +5,7 @@
 #
 # Appends the command's output to results/logs/NAME.log and, when it ends, one
 # JSON line to results/runs.jsonl: the command, the commit it ran from (with
-# "+uncommitted" when the tree had changes), the machine, the start time, the
+# "+uncommitted" when files outside results/ had changes), the machine, the start time, the
 # wall time in seconds and the exit status. Rerunning a search resumes it; each
 # attempt gets its own line. Start long runs with nohup so they outlive the shell.
 set -u
@@ -14,7 +14,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$root/results/logs"
 log="$root/results/logs/$name.log"
 commit="$(git -C "$root" rev-parse --short HEAD)"
-if [ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]; then
+# Files under results/ change with every run, so only the code counts.
+if [ -n "$(git -C "$root" status --porcelain --untracked-files=no -- . ':!results')" ]; then
   commit="$commit+uncommitted"
 fi
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"

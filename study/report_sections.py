@@ -71,8 +71,42 @@ def _status_counts(results: Results, space: str, size: int, text: Language) -> s
     return text("status_counts", counts=listed)
 
 
-def _sweep_command(space: str, sizes) -> str:
-    return f"python -m study.search --search-space {space} --size {' '.join(map(str, sizes))}"
+# Options of `python -m study.search` that change a project's fingerprint,
+# with the section and key of the search space they override.
+_OVERRIDES = (
+    ("--epochs-head", "training", "epochs_head"),
+    ("--epochs-finetune", "training", "epochs_finetune"),
+    ("--batch-size", "training", "batch_size"),
+    ("--tuner", "tuner", "oracle"),
+    ("--max-trials", "tuner", "max_trials"),
+)
+
+
+def _sweep_command(space: str, sizes, results: Results | None = None) -> str:
+    """The search command for `sizes`, repeating the overrides of the space's projects.
+
+    A project only resumes under the settings it was created with, so options
+    that an existing project of `space` used are added to the command.
+    """
+    command = f"python -m study.search --search-space {space} --size {' '.join(map(str, sizes))}"
+    configs = [c for (name, _), c in sorted(results.configs.items()) if name == space] if results else []
+    if not configs:
+        return command
+    used = configs[0].get("search_space", {})
+    try:
+        from study.search_space import load_search_space
+
+        defaults = load_search_space(space).to_dict()
+    except Exception:  # noqa: BLE001 - any failure means: spell out every option
+        defaults = {}
+    for option, section, key in _OVERRIDES:
+        value = used.get(section, {}).get(key)
+        if value is not None and value != defaults.get(section, {}).get(key):
+            command += f" {option} {value}"
+    seed = configs[0].get("seed")
+    if seed not in (None, 0):
+        command += f" --seed {seed}"
+    return command
 
 
 def introduction(results: Results, text: Language) -> list[Block]:
@@ -143,7 +177,7 @@ def baseline(results: Results, text: Language) -> list[Block]:
             blocks.append(Paragraph(
                 text("baseline_missing", size=text.integer(size), status=status)
             ))
-            blocks.append(Code(_sweep_command(BASELINE, [size])))
+            blocks.append(Code(_sweep_command(BASELINE, [size], results)))
 
     runs = []
     for size in ORIGINAL_NOTEBOOKS:
@@ -240,7 +274,7 @@ def _sweep(results: Results, text: Language) -> list[Block]:
     if incomplete:
         blocks.append(Paragraph(text("sweep_command")))
         for space in incomplete:
-            blocks.append(Code(_sweep_command(space, STANDARD_SIZES)))
+            blocks.append(Code(_sweep_command(space, STANDARD_SIZES, results)))
     return blocks
 
 
@@ -273,6 +307,7 @@ def overfitting(results: Results, text: Language) -> list[Block]:
             text.integer(trial["size"]),
             text.integer(trial["train_size"]),
             str(trial["trial_id"]),
+            text.number(_value(trial, "head_test_accuracy")),
             text.number(trial["final_train_accuracy"]),
             text.number(trial["finetune_test_accuracy"]),
             text.signed(trial["gap_pp"]),
@@ -282,11 +317,12 @@ def overfitting(results: Results, text: Language) -> list[Block]:
     blocks.append(Table(
         (
             text("col_space"), text("col_size"), text("col_train_images"), text("col_trial"),
-            text("col_train_accuracy"), text("col_test_accuracy"), text("col_gap"),
-            text("col_best_val_loss"), text("col_protocol"),
+            text("col_head_test_accuracy"), text("col_train_accuracy"),
+            text("col_test_accuracy"), text("col_gap"), text("col_best_val_loss"),
+            text("col_protocol"),
         ),
         tuple(rows),
-        numeric=frozenset({1, 2, 4, 5, 6, 7}),
+        numeric=frozenset({1, 2, 4, 5, 6, 7, 8}),
     ))
     return blocks + _sweep(results, text)
 

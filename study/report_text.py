@@ -45,7 +45,10 @@ ENGLISH = {
         "validation data. The table sets the figures of the original notebooks beside "
         "the best completed `baseline` trial of each size. The difference is reproduced "
         "minus original in percentage points, and “–” marks a figure that the notebooks "
-        "do not give."
+        "do not give. The notebooks record neither their epoch counts nor their learning "
+        "rates, so the values here are choices (30 head epochs at 1e-3, 10 fine-tuning "
+        "epochs at 1e-5, Adam, batch size 64; see `search_spaces/baseline.toml`), and a "
+        "gap can come from them as well as from the data copy."
     ),
     "col_size": "Size",
     "col_measure": "Measure",
@@ -92,9 +95,13 @@ ENGLISH = {
     "h_overfitting": "Overfitting against sample count",
     "overfitting_intro": (
         "For the best trial of each search space and size: the gap between training and "
-        "test accuracy after fine-tuning, and the test accuracy, against the number of "
-        "training images. A wide gap means the network memorises its training images "
-        "more than it generalises."
+        "test accuracy after the last fine-tuning epoch, and the test accuracy, against "
+        "the number of training images. A wide gap means the network fits its training "
+        "images far better than new ones. The training accuracy is Keras' running mean "
+        "over the last epoch, with dropout active and, where BatchNormalization trains, "
+        "batch statistics in use; the test accuracy is an inference-mode evaluation of "
+        "the final weights. A confusion matrix below may show another accuracy, because "
+        "it uses the best checkpoint."
     ),
     "overfitting_caption": (
         "Left: training accuracy minus test accuracy after fine-tuning, in percentage "
@@ -113,6 +120,7 @@ ENGLISH = {
     "title_val_loss": "Validation loss",
     "col_space": "Search space",
     "col_train_images": "Training images",
+    "col_head_test_accuracy": "Test accuracy after phase 1",
     "col_train_accuracy": "Training accuracy",
     "col_test_accuracy": "Test accuracy",
     "col_gap": "Gap (pp)",
@@ -121,15 +129,16 @@ ENGLISH = {
     "sweep_complete": "`{space}`: every standard size has a completed trial.",
     "sweep_missing": "`{space}`: no completed trial at {sizes}.",
     "sweep_command": (
-        "This command runs the whole sweep of a search space. It resumes the sizes that "
-        "already have a project and adds the missing ones:"
+        "These commands run the whole sweep of each search space with the settings of "
+        "its existing projects. They resume the sizes that already have a project and "
+        "add the missing ones:"
     ),
     "status_counts": " (trials: {counts})",
     # Example predictions
     "h_predictions": "Example predictions",
     "predictions_intro": (
         "The best trial of each search space and size stores the class probabilities "
-        "of its best phase-2 weights for every test image, together with the first "
+        "of its best phase-2 weights for every test image, together with 32 example "
         "test images, in `predictions.npz`."
     ),
     "predictions_missing": (
@@ -146,7 +155,7 @@ ENGLISH = {
         "({error})."
     ),
     "examples_caption": (
-        "`{space}`, size {size}, trial {trial}: the first {count} test images. Each "
+        "`{space}`, size {size}, trial {trial}: {count} stored test images. Each "
         "title gives the predicted class, marked ✓ (right, green) or ✗ (wrong, red), "
         "and below it the true class."
     ),
@@ -236,37 +245,41 @@ GERMAN = {
     "intro": (
         "Dieser Bericht fasst {trials} Trials in {spaces} Suchräumen zusammen "
         "({completed} abgeschlossen, {other} nicht abgeschlossen). Jeder Trial trainiert "
-        "zuerst den Kopf auf dem eingefrorenen ImageNet-ResNet50 (Phase 1) und feintunt "
-        "danach das Rückgrat (Phase 2). Als bester Trial eines Suchraums und einer Größe "
-        "gilt der abgeschlossene Trial mit der höchsten Validierungsgenauigkeit in "
-        "Phase 2, denn diese Zielgröße maximiert die Suche."
+        "zuerst den Head auf dem eingefrorenen ImageNet-ResNet50 (Phase 1) und führt "
+        "danach das Fine-Tuning des Backbones durch (Phase 2). Als bester Trial eines "
+        "Suchraums und einer Größe gilt der abgeschlossene Trial mit der höchsten "
+        "Validierungsgenauigkeit in Phase 2, denn die Suche maximiert diese Zielgröße."
     ),
     "contents": "Inhalt",
     "protocol_note": (
         "Validierungsprotokolle: Bei `test` sind die Validierungsdaten der Testdatensatz, "
         "wie in den ursprünglichen Notebooks. Die Zielgröße ist dann eine "
-        "Testgenauigkeit, und bester Trial und bester Checkpoint wurden am Testdatensatz "
-        "ausgewählt. Bei `holdout` werden die Validierungsdaten von den Trainingsbildern "
+        "Testgenauigkeit, und bester Trial und bester Checkpoint wurden anhand des "
+        "Testdatensatzes ausgewählt. Bei `holdout` werden die Validierungsdaten von den Trainingsbildern "
         "abgetrennt, und der Testdatensatz dient nur der Auswertung."
     ),
-    "h_baseline": "Reproduktion der Ausgangsbasis",
+    "h_baseline": "Reproduktion der Baseline",
     "baseline_intro": (
         "Der Suchraum `baseline` wiederholt den Aufbau der ursprünglichen Notebooks: "
         "Eingaben durch 255 geteilt, Bilder mit 32 px, BatchNormalization trainierbar "
         "und der Testdatensatz als Validierungsdaten. Die Tabelle stellt die Zahlen der "
         "ursprünglichen Notebooks dem besten abgeschlossenen `baseline`-Trial jeder "
         "Größe gegenüber. Die Differenz ist „reproduziert minus original“ in "
-        "Prozentpunkten, und „–“ steht für einen Wert, den die Notebooks nicht angeben."
+        "Prozentpunkten, und „–“ steht für einen Wert, den die Notebooks nicht angeben. "
+        "Die Notebooks halten weder ihre Epochenzahlen noch ihre Lernraten fest. Die "
+        "Werte hier sind daher gewählt (30 Epochen für den Head mit 1e-3, 10 Epochen "
+        "Fine-Tuning mit 1e-5, Adam, Batchgröße 64; siehe `search_spaces/baseline.toml`), "
+        "und eine Abweichung kann ebenso von ihnen wie von der Datenkopie kommen."
     ),
     "col_size": "Größe",
     "col_measure": "Kennzahl",
     "col_original": "Ursprüngliche Notebooks",
     "col_reproduced": "Reproduziert",
     "col_difference": "Differenz (Prozentpunkte)",
-    "measure_head_train": "Kopf-Phase: Trainingsgenauigkeit",
-    "measure_head_test": "Kopf-Phase: Testgenauigkeit",
-    "measure_final_train": "Nach dem Feintuning: Trainingsgenauigkeit",
-    "measure_final_test": "Nach dem Feintuning: Testgenauigkeit",
+    "measure_head_train": "Head-Phase: Trainingsgenauigkeit",
+    "measure_head_test": "Head-Phase: Testgenauigkeit",
+    "measure_final_train": "Nach dem Fine-Tuning: Trainingsgenauigkeit",
+    "measure_final_test": "Nach dem Fine-Tuning: Testgenauigkeit",
     "baseline_missing": (
         "Kein abgeschlossener `baseline`-Trial mit {size} Bildern{status}. Dieser Befehl "
         "erzeugt ihn:"
@@ -279,7 +292,7 @@ GERMAN = {
     "h_curves": "Lernkurven",
     "curves_intro": (
         "Genauigkeit und Verlust je Epoche für den besten Trial jedes Suchraums und "
-        "jeder Größe. Phase 1 (Kopf) und Phase 2 (Feintuning) teilen sich eine "
+        "jeder Größe. Phase 1 (Head) und Phase 2 (Fine-Tuning) teilen sich eine "
         "Epochenachse, und die gepunktete senkrechte Linie markiert den Beginn von "
         "Phase 2."
     ),
@@ -300,18 +313,23 @@ GERMAN = {
     "legend_train": "Training",
     "legend_validation": "Validierung",
     "legend_validation_test": "Validierung (Testdatensatz)",
-    "phase_head": "Phase 1: Kopf",
-    "phase_finetune": "Phase 2: Feintuning",
+    "phase_head": "Phase 1: Head",
+    "phase_finetune": "Phase 2: Fine-Tuning",
     "h_overfitting": "Überanpassung und Stichprobengröße",
     "overfitting_intro": (
         "Für den besten Trial jedes Suchraums und jeder Größe: die Lücke zwischen "
-        "Trainings- und Testgenauigkeit nach dem Feintuning sowie die Testgenauigkeit, "
-        "aufgetragen über der Zahl der Trainingsbilder. Eine große Lücke heißt, dass das "
-        "Netz seine Trainingsbilder eher auswendig lernt als verallgemeinert."
+        "Trainings- und Testgenauigkeit nach der letzten Epoche des Fine-Tunings sowie "
+        "die Testgenauigkeit, aufgetragen über der Zahl der Trainingsbilder. Eine große "
+        "Lücke heißt, dass das Netz seine Trainingsbilder weit besser trifft als neue "
+        "Bilder. Die Trainingsgenauigkeit ist der laufende Mittelwert von Keras über die "
+        "letzte Epoche, mit aktivem Dropout und, wo BatchNormalization trainiert, mit "
+        "Batch-Statistiken. Die Testgenauigkeit ist eine Auswertung der letzten Gewichte "
+        "im Inferenzmodus. Eine Konfusionsmatrix weiter unten kann eine andere "
+        "Genauigkeit zeigen, weil sie den besten Checkpoint verwendet."
     ),
     "overfitting_caption": (
-        "Links: Trainingsgenauigkeit minus Testgenauigkeit nach dem Feintuning, in "
-        "Prozentpunkten. Rechts: Testgenauigkeit nach dem Feintuning. Eine Linie je "
+        "Links: Trainingsgenauigkeit minus Testgenauigkeit nach dem Fine-Tuning, in "
+        "Prozentpunkten. Rechts: Testgenauigkeit nach dem Fine-Tuning. Eine Linie je "
         "Suchraum."
     ),
     "val_loss_caption": (
@@ -322,11 +340,12 @@ GERMAN = {
     "axis_gap": "Trainings- minus Testgenauigkeit\n(Prozentpunkte)",
     "axis_test_accuracy": "Testgenauigkeit",
     "axis_best_val_loss": "Bester Validierungsverlust in Phase 2",
-    "title_gap": "Überanpassungslücke",
+    "title_gap": "Lücke zwischen Training und Test",
     "title_test_accuracy": "Testgenauigkeit",
     "title_val_loss": "Validierungsverlust",
     "col_space": "Suchraum",
     "col_train_images": "Trainingsbilder",
+    "col_head_test_accuracy": "Testgenauigkeit nach Phase 1",
     "col_train_accuracy": "Trainingsgenauigkeit",
     "col_test_accuracy": "Testgenauigkeit",
     "col_gap": "Lücke (Prozentpunkte)",
@@ -335,15 +354,16 @@ GERMAN = {
     "sweep_complete": "`{space}`: Jede Standardgröße hat einen abgeschlossenen Trial.",
     "sweep_missing": "`{space}`: kein abgeschlossener Trial bei {sizes}.",
     "sweep_command": (
-        "Dieser Befehl startet die ganze Messreihe eines Suchraums. Er setzt die Größen "
-        "fort, die schon ein Projekt haben, und ergänzt die fehlenden:"
+        "Diese Befehle starten die ganze Messreihe jedes Suchraums mit den Einstellungen "
+        "seiner vorhandenen Projekte. Sie setzen die Größen fort, die schon ein Projekt "
+        "haben, und ergänzen die fehlenden:"
     ),
     "status_counts": " (Trials: {counts})",
     "h_predictions": "Beispielvorhersagen",
     "predictions_intro": (
         "Der beste Trial jedes Suchraums und jeder Größe speichert in `predictions.npz` "
         "die Klassenwahrscheinlichkeiten seiner besten Gewichte aus Phase 2 für jedes "
-        "Testbild, dazu die ersten Testbilder selbst."
+        "Testbild, dazu 32 Beispielbilder aus dem Testdatensatz."
     ),
     "predictions_missing": (
         "`{space}`, Größe {size}: Der beste Trial {trial} hat keine Vorhersagedatei, weil "
@@ -359,24 +379,24 @@ GERMAN = {
         "({error})."
     ),
     "examples_caption": (
-        "`{space}`, Größe {size}, Trial {trial}: die ersten {count} Testbilder. Über "
+        "`{space}`, Größe {size}, Trial {trial}: {count} gespeicherte Testbilder. Über "
         "jedem Bild steht die vorhergesagte Klasse, markiert mit ✓ (richtig, grün) oder "
-        "✗ (falsch, rot), darunter die wahre Klasse."
+        "✗ (falsch, rot), darunter die tatsächliche Klasse."
     ),
     "confusion_caption": (
         "`{space}`, Größe {size}, Trial {trial}: Konfusionsmatrix über {count} Testbilder, "
-        "jede Zeile auf ihre wahre Klasse normiert. Genauigkeit dieser Vorhersagen: "
+        "jede Zeile auf ihre tatsächliche Klasse normiert. Genauigkeit dieser Vorhersagen: "
         "{accuracy}, mit {weights}."
     ),
     "confusion_optimistic": (
-        " Der beste Checkpoint wurde am Testdatensatz ausgewählt (Protokoll `test`), "
+        " Der beste Checkpoint wurde anhand des Testdatensatzes ausgewählt (Protokoll `test`), "
         "daher ist diese Genauigkeit optimistisch."
     ),
     "weights_best_checkpoint": "dem besten Checkpoint aus Phase 2 (Epoche {epoch})",
     "weights_best_checkpoint_no_epoch": "dem besten Checkpoint aus Phase 2",
     "weights_final": "den letzten Gewichten aus Phase 2",
     "weights_unknown": "Gewichten unbekannter Herkunft",
-    "example_true": "wahr: {name}",
+    "example_true": "tatsächlich: {name}",
     "examples_alt": "Beispiel-Testbilder, {space}, Größe {size}",
     "confusion_alt": "Konfusionsmatrix, {space}, Größe {size}",
     "axis_true_class": "Wahre Klasse",
@@ -424,10 +444,10 @@ GERMAN = {
     "unknown": "unbekannt",
     "projects_heading": "Suchräume und Budgets je Projekt:",
     "col_fingerprint": "Fingerabdruck",
-    "col_epochs_head": "Epochen Kopf",
-    "col_epochs_finetune": "Epochen Feintuning",
+    "col_epochs_head": "Epochen Head",
+    "col_epochs_finetune": "Epochen Fine-Tuning",
     "col_batch_size": "Batchgröße",
-    "col_oracle": "Orakel",
+    "col_oracle": "Oracle",
     "col_max_trials": "Max. Trials",
     "machines_heading": "Rechner und Trial-Zeit je Projekt:",
     "col_machine": "Rechner",

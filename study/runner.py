@@ -39,7 +39,17 @@ SUMMARY_COLUMNS = [
 
 CONFIG_FILE = "study_config.json"
 # Changing any of these makes an existing project a different experiment.
-_IDENTITY_KEYS = ("search_space_fingerprint", "size", "seed", "data_sha256", "weights")
+# The weights count by checksum, so the same file in another cache folder matches.
+_IDENTITY_KEYS = {
+    "search_space_fingerprint": (
+        "search space (its file, or an override such as --epochs-head, --epochs-finetune, "
+        "--batch-size or --tuner)"
+    ),
+    "size": "size",
+    "seed": "seed",
+    "data_sha256": "data file",
+    "weights_sha256": "weights",
+}
 
 
 def project_dir(results_dir: Path, space: SearchSpace, size: int) -> Path:
@@ -58,12 +68,12 @@ def check_project(project_dir: Path, config: dict, overwrite: bool) -> None:
             f"project {project_dir} has an unreadable {CONFIG_FILE} ({exc}); "
             "pass --overwrite to start it again"
         ) from exc
-    changed = [k for k in _IDENTITY_KEYS if previous.get(k) != config.get(k)]
+    changed = [name for key, name in _IDENTITY_KEYS.items() if previous.get(key) != config.get(key)]
     if changed:
         raise ConfigError(
             f"project {project_dir} was created with a different "
-            f"{', '.join(changed)}; pass --overwrite to replace it, or use "
-            "another --results-dir"
+            f"{', '.join(changed)}; rerun with its settings (see its {CONFIG_FILE}), "
+            "pass --overwrite to replace it, or use another --results-dir"
         )
 
 

@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument(
         "--no-feature-cache", dest="feature_cache", action="store_false",
-        help="train phase 1 through the full model instead of on cached backbone "
-        "features (slower, same result; the cache lives under ~/.keras/study/features "
-        "or $STUDY_CACHE/features)",
+        help="train through the full model instead of on cached backbone outputs: "
+        "pooled features in phase 1, and in phase 2 with finetune_depth conv3, conv4 or "
+        "conv5 the activations below that stage (slower, same result; the cache lives "
+        "under ~/.keras/study/features or $STUDY_CACHE/features)",
     )
 
     cli.add_input_arguments(parser)

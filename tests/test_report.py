@@ -337,8 +337,28 @@ def test_baseline_data_copy(markdown):
 
 
 def test_overfitting_table_gap(markdown):
-    # Training accuracy 0.920 minus test accuracy 0.2468 is 67.3 percentage points.
-    assert "| `baseline` | 10,000 | 10,000 | 0 | 0.920 | 0.247 | +67.3 |" in markdown
+    # Head-phase test accuracy 0.305, then training accuracy 0.920 minus test
+    # accuracy 0.2468: 67.3 percentage points.
+    assert "| `baseline` | 10,000 | 10,000 | 0 | 0.305 | 0.920 | 0.247 | +67.3 |" in markdown
+
+
+def test_sweep_command_repeats_overrides(tmp_path):
+    from study.report_data import Results
+    from study.report_sections import _sweep_command
+
+    config = {"search_space": {"training": {"epochs_head": 3, "epochs_finetune": 5},
+                               "tuner": {"oracle": "bayesian", "max_trials": 10}}, "seed": 4}
+    results = Results(
+        directory=tmp_path, trials=pd.DataFrame(), epochs=pd.DataFrame(),
+        configs={("default", 1000): config}, runs=[],
+    )
+
+    command = _sweep_command("default", [1000, 2500], results)
+
+    assert "--epochs-head 3" in command
+    assert "--epochs-finetune" not in command
+    assert "--tuner" not in command
+    assert "--seed 4" in command
 
 
 def test_missing_sweep_sizes_named(markdown):
@@ -442,7 +462,7 @@ def test_provenance_runs(markdown):
 
 def test_german_headings(german):
     for heading in (
-        "## Reproduktion der Ausgangsbasis",
+        "## Reproduktion der Baseline",
         "## Lernkurven",
         "## Überanpassung und Stichprobengröße",
         "## Beispielvorhersagen",
@@ -453,7 +473,7 @@ def test_german_headings(german):
 
 
 def test_german_numbers(german):
-    assert "| 10.000 | Nach dem Feintuning: Testgenauigkeit | 0,267 | 0,247 | −2,0 |" in german
+    assert "| 10.000 | Nach dem Fine-Tuning: Testgenauigkeit | 0,267 | 0,247 | −2,0 |" in german
 
 
 def test_german_has_no_english_headings(german):
