@@ -88,7 +88,12 @@ class Features:
     test: np.ndarray
 
     def for_splits(self, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature arrays for the train, validation and test images of `splits`."""
+        """Feature arrays for the train, validation and test images of `splits`.
+
+        TODO: the rows are copied into memory. Activations of large images
+        (conv3 inputs at 224 px are about 3 MiB per image) need a
+        `keras.utils.PyDataset` that streams batches from the memory map.
+        """
         subset = splits.subset
         x_train = np.asarray(self.train[subset.train_indices])
         if splits.protocol == "test":
