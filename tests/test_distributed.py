@@ -136,6 +136,17 @@ def test_tables_hold_all_trials(distributed_study):
     assert set(table["status"]) == {"completed"}
 
 
+def isolate_environment(monkeypatch):
+    """Give `configure` a copy of the environment without Keras Tuner's variables.
+
+    `configure` sets them, and a later test in this process would otherwise
+    build a tuner that serves as a chief and waits for workers forever.
+    """
+    names = (distributed.TUNER_ID, distributed.ORACLE_IP, distributed.ORACLE_PORT)
+    copy = {key: value for key, value in os.environ.items() if key not in names}
+    monkeypatch.setattr(os, "environ", copy)
+
+
 @pytest.mark.parametrize(
     ("chief", "worker", "fragment"),
     [
@@ -146,16 +157,14 @@ def test_tables_hold_all_trials(distributed_study):
     ],
 )
 def test_configure_rejects(monkeypatch, chief, worker, fragment):
-    for name in (distributed.TUNER_ID, distributed.ORACLE_IP, distributed.ORACLE_PORT):
-        monkeypatch.delenv(name, raising=False)
+    isolate_environment(monkeypatch)
 
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         distributed.configure(chief, worker)
 
 
 def test_configure_defaults_to_loopback(monkeypatch):
-    for name in (distributed.TUNER_ID, distributed.ORACLE_IP, distributed.ORACLE_PORT):
-        monkeypatch.delenv(name, raising=False)
+    isolate_environment(monkeypatch)
 
     role = distributed.configure("8123", None)
 
