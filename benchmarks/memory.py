@@ -37,7 +37,7 @@ def resident_mib() -> float:
 
 
 def synthetic_data(size: int, seed: int = 0):
-    """A CIFAR-10 stand-in with learnable classes: a noisy pattern per class."""
+    """Build a CIFAR-10 stand-in with learnable classes: a noisy pattern per class."""
     from study.data import IMAGE_SHAPE, NUM_CLASSES, Cifar10
 
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ Prints one table of measured seconds and the ratios between them:
 - peak resident memory of the process.
 
 Full-model epochs are expensive on a CPU, so each is measured once after a
-warm-up epoch and multiplied by the epoch count; the table says so. Cached
+warm-up epoch and multiplied by the epoch count, as the table states. Cached
 phases run in full. The cache lives where the study keeps it
 (`~/.keras/study/features` or `$STUDY_CACHE/features`); `--fresh-cache`
 computes the entries again and times that pass.

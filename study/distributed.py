@@ -1,7 +1,7 @@
 """Distributed tuning with Keras Tuner's chief/worker mode.
 
-One chief process serves the oracle over gRPC. Every worker asks it for
-hyperparameters, runs the trial, and writes the trial directory on a file
+One chief process serves the oracle over gRPC. Every worker requests
+hyperparameters from it, runs the trial, and writes the trial directory on a file
 system that all processes share. Keras Tuner reads three environment
 variables, which `configure` sets from `--chief` and `--worker`:
 
