@@ -3,10 +3,11 @@
 #
 #   scripts/logged_run.sh NAME python -m study.search --size 10000 --search-space baseline
 #
-# Appends the command's output to results/logs/NAME.log and, when it ends, one
-# JSON line to results/runs.jsonl: the command, the commit it ran from (with
-# "+uncommitted" when files outside results/ had changes), the machine, the start time, the
-# wall time in seconds and the exit status. Rerunning a search resumes it; each
+# Appends the command's output to results/logs/NAME.log. When the command ends,
+# it appends one JSON line to results/runs.jsonl with the command, the commit
+# it ran from, the machine, the start time, the wall time in seconds and the
+# exit status. The commit gets "+uncommitted" when files outside results/ had
+# changes. Rerunning a search resumes it; each
 # attempt gets its own line. Start long runs with nohup so they outlive the shell.
 set -u
 name="$1"; shift

@@ -72,7 +72,7 @@ def configure(chief: str | None, worker: str | None) -> str | None:
 
 
 def role() -> str | None:
-    """The role the environment gives this process, following Keras Tuner's rules."""
+    """Return the role the environment gives this process, by Keras Tuner's rules."""
     if ORACLE_IP not in os.environ:
         return None
     if ORACLE_PORT not in os.environ or TUNER_ID not in os.environ:
@@ -84,7 +84,7 @@ def role() -> str | None:
 
 
 def describe() -> str:
-    """One line naming the role, the tuner id and the oracle address."""
+    """Describe the role, the tuner id and the oracle address in one line."""
     current = role()
     if current is None:
         return "single process"

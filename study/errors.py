@@ -2,7 +2,7 @@
 
 Every error the user can fix derives from `StudyError`. The command-line entry
 points catch it and print its message as one line with its `exit_status` (2
-unless a subclass says otherwise), so each message must say what failed, on
+unless a subclass sets another), so each message must say what failed, on
 which value, and what to do about it.
 """
 

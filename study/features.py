@@ -148,7 +148,9 @@ class FeatureCache:
             logger.info("features: using cache entry %s", entry)
         else:
             if problem != "absent":
-                logger.warning("features: cache entry %s is unusable (%s); rebuilding it", entry, problem)
+                logger.warning(
+                    "features: cache entry %s is unusable (%s); rebuilding it", entry, problem
+                )
             self._build(entry, key, preprocessing, image_size, cut)
         features = Features(
             key=key,
@@ -219,7 +221,7 @@ def _extract(extractor, images: np.ndarray, path: Path, label: str) -> None:
 
 
 def _check_entry(entry: Path, key: str, n_train: int, n_test: int) -> str | None:
-    """None when the entry is complete and intact, else what is wrong with it."""
+    """Return None when the entry is complete and intact, else what is wrong with it."""
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
         return "absent"

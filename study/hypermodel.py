@@ -88,7 +88,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return model
 
     def make_backbone(self, image_size: int) -> keras.Model:
-        """A `ResNet50(include_top=False)` for `image_size`, with the resolved weights."""
+        """Build a `ResNet50(include_top=False)` for `image_size` with the resolved weights."""
         input_shape = (image_size, image_size, 3)
         if self.weights.keras_weights is None:
             return keras.applications.ResNet50(
@@ -143,9 +143,9 @@ def build_model(values: dict, backbone: keras.Model) -> keras.Model:
 def feature_extractor(
     backbone: keras.Model, preprocessing: str, image_size: int, cut: str = "pool"
 ) -> keras.Model:
-    """The frozen part of `build_model`, from the image up to `cut`.
+    """Build the frozen part of `build_model`, from the image up to `cut`.
 
-    With `cut="pool"` the output is what the head sees in phase 1 (the pooled
+    With `cut="pool"` the output is the head's input in phase 1 (the pooled
     backbone output). With the name of a backbone layer it is that layer's
     activations, the input of the stages that phase 2 trains. Either can be
     computed once and cached (see `study.features`).
@@ -163,7 +163,7 @@ def feature_extractor(
 
 
 def head_model(model: keras.Model) -> keras.Model:
-    """A model from pooled features to predictions that shares `model`'s head layers.
+    """Build a model from pooled features to predictions that shares `model`'s head layers.
 
     Training it trains the head of `model` in place: the layers, and so the
     weights, are the same objects.
@@ -174,7 +174,7 @@ def head_model(model: keras.Model) -> keras.Model:
 
 
 def upper_model(model: keras.Model, cut: str) -> keras.Model:
-    """A model from the activations of backbone layer `cut` to the predictions.
+    """Build a model from the activations of backbone layer `cut` to the predictions.
 
     It shares every layer above `cut` with `model`, so training it trains
     `model` in place, with the trainable flags that `unfreeze_backbone` set.

@@ -83,13 +83,15 @@ _OVERRIDES = (
 
 
 def _sweep_command(space: str, sizes, results: Results | None = None) -> str:
-    """The search command for `sizes`, repeating the overrides of the space's projects.
+    """Build the search command for `sizes`, repeating the overrides of the space's projects.
 
     A project only resumes under the settings it was created with, so options
     that an existing project of `space` used are added to the command.
     """
     command = f"python -m study.search --search-space {space} --size {' '.join(map(str, sizes))}"
-    configs = [c for (name, _), c in sorted(results.configs.items()) if name == space] if results else []
+    configs = []
+    if results is not None:
+        configs = [c for (name, _), c in sorted(results.configs.items()) if name == space]
     if not configs:
         return command
     used = configs[0].get("search_space", {})

@@ -40,7 +40,7 @@ import numpy as np
 
 from study.callbacks import ProgressLog, format_duration
 from study.errors import StudyError
-from study.features import CUT_BELOW_STAGE
+from study.features import CUT, CUT_BELOW_STAGE
 from study.hypermodel import compile_model, head_model, unfreeze_backbone, upper_model
 from study.records import RECORD_FILE, write_atomic, write_record, write_tables
 from study.search_space import SearchSpace
@@ -518,35 +518,26 @@ class TwoPhaseTuner(keras_tuner.Tuner):
         return head
 
     def _head_features(self, hp, splits) -> tuple[PhaseData | None, str]:
-        """Cached features for phase 1, or None and the reason they cannot be used."""
-        if self.feature_cache is None:
-            return None, "feature cache off"
-        reason = self.feature_cache.unavailable_reason()
-        if reason:
-            return None, reason
-        features = self.feature_cache.get(hp.get("preprocessing"), hp.get("image_size"))
-        x_train, x_val, x_test = features.for_splits(splits)
-        return PhaseData(
-            x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test
-        ), ""
+        """Return cached features for phase 1, or None and the reason they cannot be used."""
+        return self._cached_inputs(hp, splits, CUT)
 
     def _finetune_activations(self, hp, splits) -> tuple[PhaseData | None, str]:
-        """Cached activations below the fine-tuned stages, or None and the reason."""
+        """Return cached activations below the fine-tuned stages, or None and the reason."""
         depth = hp.get("finetune_depth")
         if depth not in CUT_BELOW_STAGE:
             return None, f"finetune_depth={depth} leaves no frozen part to cache"
+        return self._cached_inputs(hp, splits, CUT_BELOW_STAGE[depth])
+
+    def _cached_inputs(self, hp, splits, cut: str) -> tuple[PhaseData | None, str]:
         if self.feature_cache is None:
             return None, "feature cache off"
         reason = self.feature_cache.unavailable_reason()
         if reason:
             return None, reason
-        cached = self.feature_cache.get(
-            hp.get("preprocessing"), hp.get("image_size"), CUT_BELOW_STAGE[depth]
-        )
+        cached = self.feature_cache.get(hp.get("preprocessing"), hp.get("image_size"), cut)
         x_train, x_val, x_test = cached.for_splits(splits)
-        return PhaseData(
-            x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test
-        ), ""
+        data = PhaseData(x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test)
+        return data, ""
 
     def _fit_phase(
         self, model, data: PhaseData, phase, epochs, initial_epoch, progress, trial, verbose,
@@ -582,7 +573,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
             )
         if training.early_stopping_patience > 0:
             # TODO: after a resume the patience counter starts again from zero,
-            # and restoring the best weights only sees the epochs run since.
+            # and restoring the best weights only covers the epochs run since.
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor=OBJECTIVE.name,
@@ -672,7 +663,7 @@ def _write_predictions(
     """Store test-set class probabilities of the best phase-2 weights.
 
     Loads the best-epoch checkpoint when one was written; otherwise the final
-    weights are used. The file also holds the true labels and
+    weights are used. The file also contains the true labels and
     `EXAMPLE_IMAGES` test images of mixed classes with their indices
     (`example_indices`), so a report needs neither the model nor the data file.
     """
@@ -735,7 +726,7 @@ def _restored_seconds(record: dict) -> float:
 
 
 def _completed_record(trial_dir: Path, trial_id: str) -> dict | None:
-    """The trial's record when it completed and holds the metrics for the oracle."""
+    """Return the trial's record if it completed and contains the metrics for the oracle."""
     path = trial_dir / RECORD_FILE
     if not path.is_file():
         return None
