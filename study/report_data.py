@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "study_config.json"
 RUNS_FILE = "runs.jsonl"
-# `study.tuner` writes predictions under this name. Importing its constant would load Keras.
+# `study.trial` writes predictions under this name. Importing its constant would load Keras.
 PREDICTIONS_FILE = "predictions.npz"
 EPOCH_COLUMNS = [
     "search_space", "size", "protocol", "trial_id", "phase", "epoch", "global_epoch",

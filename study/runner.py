@@ -130,6 +130,7 @@ def run_sizes(
                 provenance=provenance,
                 results_dir=results_dir,
                 feature_cache=feature_cache,
+                trial_process=getattr(args, "trial_process", "main"),
                 directory=str(directory.parent),
                 project_name=directory.name,
                 overwrite=args.overwrite,

@@ -123,8 +123,8 @@ def test_both_workers_ran_trials(distributed_study):
 def test_killed_trial_rerun_by_same_worker(distributed_study):
     _, _, texts = distributed_study
     first_label = next(
-        line.split(" start ")[0].split("study.tuner: ")[1]
-        for line in texts["a"].splitlines() if " start " in line and "study.tuner" in line
+        line.split(" start ")[0].split("study.trial: ")[1]
+        for line in texts["a"].splitlines() if " start " in line and "study.trial" in line
     )
     assert f"{first_label} start" in texts["a_again"]
 

@@ -49,7 +49,7 @@ def history(epochs: int, final_accuracy: float, best_val_accuracy: float) -> dic
 def trial_record(space, size, trial_id, protocol, *, hyperparameters=None, status="completed",
                  reason=None, objective=0.5, head_train=0.3, head_test=0.3,
                  final_train=0.9, test=0.5, predictions=None) -> dict:
-    """A trial record as `study.tuner` writes it: 2 head epochs and 3 fine-tuning epochs."""
+    """A trial record as `study.trial` writes it: 2 head epochs and 3 fine-tuning epochs."""
     train = size if protocol == "test" else size * 9 // 10
     record = {
         "search_space": space,

@@ -17,7 +17,7 @@ import pytest
 
 from fixtures_study import full_size_npz, write_search_space  # noqa: F401 (fixture)
 from study.records import RECORD_FILE, TRIALS_CSV
-from study.tuner import RESUME_DIR
+from study.trial import RESUME_DIR
 
 DRIVER = Path(__file__).resolve().parent / "search_driver.py"
 TIMEOUT_S = 300
@@ -170,7 +170,7 @@ def test_truncated_backup_restarts_phase(tmp_path, caplog):
     import keras
     import numpy as np
 
-    from study.tuner import EpochHistoryFile, PhaseBackup
+    from study.callbacks import EpochHistoryFile, PhaseBackup
 
     x = np.random.default_rng(0).random((8, 3)).astype("float32")
     y = np.arange(8) % 2
@@ -182,7 +182,7 @@ def test_truncated_backup_restarts_phase(tmp_path, caplog):
     weights.write_bytes(weights.read_bytes()[:96])
 
     history = EpochHistoryFile(tmp_path / "history.json", 0)
-    with caplog.at_level("WARNING", logger="study.tuner"):
+    with caplog.at_level("WARNING", logger="study.progress"):
         model.fit(x, y, epochs=2, verbose=0, callbacks=[history, PhaseBackup(str(backup))])
 
     assert "unreadable" in caplog.text

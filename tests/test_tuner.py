@@ -15,7 +15,8 @@ from study.runner import _search
 from study.records import EPOCH_METRICS, RECORD_FILE, TRIALS_CSV
 from study.search_space import load_search_space
 from study.splits import make_splits
-from study.tuner import CHECKPOINT_FILE, TwoPhaseTuner, make_oracle, trial_seed
+from study.trial import CHECKPOINT_FILE, TrialRunner, trial_seed
+from study.tuner import TwoPhaseTuner, make_oracle
 from study.weights import resolve_weights
 
 STUDY_SEED = 0
@@ -237,7 +238,7 @@ def test_study_seed_zero_fixes_oracle_seed(kind):
 
 def fail_first_trials(monkeypatch, count: int, error: Exception):
     """Make the first `count` trials raise `error` before training starts."""
-    real = TwoPhaseTuner._run_phases
+    real = TrialRunner._run_phases
     calls = []
 
     def run_phases(self, *args, **kwargs):
@@ -246,7 +247,7 @@ def fail_first_trials(monkeypatch, count: int, error: Exception):
             raise error
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(TwoPhaseTuner, "_run_phases", run_phases)
+    monkeypatch.setattr(TrialRunner, "_run_phases", run_phases)
 
 
 @pytest.mark.parametrize("kind", ["random", "bayesian"])
