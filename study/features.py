@@ -87,20 +87,26 @@ class Features:
     train: np.ndarray
     test: np.ndarray
 
-    def for_splits(self, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature arrays for the train, validation and test images of `splits`.
+    def rows_for_splits(self, splits) -> tuple:
+        """Where the train, validation and test rows of `splits` lie, without reading them.
 
-        TODO: the rows are copied into memory. Activations of large images
-        (conv3 inputs at 224 px are about 3 MiB per image) need a
-        `keras.utils.PyDataset` that streams batches from the memory map.
+        Returns three `study.streaming.FeatureRows`, each naming an array of
+        this entry and the row indices into it.
         """
+        from study.streaming import FeatureRows
+
         subset = splits.subset
-        x_train = np.asarray(self.train[subset.train_indices])
+        train = FeatureRows(self.train, np.asarray(subset.train_indices))
+        everything = FeatureRows(self.test, np.arange(len(self.test)))
         if splits.protocol == "test":
-            x_val = np.asarray(self.test)
+            validation = everything
         else:
-            x_val = np.asarray(self.train[subset.validation_indices])
-        return x_train, x_val, np.asarray(self.test)
+            validation = FeatureRows(self.train, np.asarray(subset.validation_indices))
+        return train, validation, everything
+
+    def for_splits(self, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature arrays for the train, validation and test images of `splits`, in memory."""
+        return tuple(np.asarray(r.array[r.rows]) for r in self.rows_for_splits(splits))
 
 
 class FeatureCache:
@@ -120,6 +126,11 @@ class FeatureCache:
         self.hypermodel = hypermodel
         self.directory = Path(directory) if directory else cache_dir() / "features"
         self._loaded: dict[str, Features] = {}
+
+    def __getstate__(self):
+        # A trial process opens the entries itself; memory maps would be
+        # pickled as full copies.
+        return {**self.__dict__, "_loaded": {}}
 
     def unavailable_reason(self) -> str | None:
         """Why the cache cannot serve phase 1, or None when it can."""

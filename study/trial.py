@@ -55,6 +55,7 @@ from study.hypermodel import compile_model, head_model, unfreeze_backbone, upper
 from study.records import RECORD_FILE, write_atomic, write_record
 from study.search_space import SearchSpace
 from study.splits import Splits
+from study.streaming import FeatureBatches, in_memory_limit_bytes
 
 logger = logging.getLogger("study.trial")
 
@@ -79,7 +80,11 @@ def trial_seed(study_seed: int, trial_id: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PhaseData:
-    """Inputs and labels of one phase: images, or cached backbone features."""
+    """Inputs and labels of one phase: images, or cached backbone features.
+
+    With `streamed` set, the inputs are `study.streaming.FeatureRows` that are
+    read batch by batch from the cache instead of arrays in memory.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -87,6 +92,7 @@ class PhaseData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    streamed: bool = False
 
     @classmethod
     def from_splits(cls, splits: Splits) -> PhaseData:
@@ -390,8 +396,22 @@ class TrialRunner:
         if reason:
             return None, reason
         cached = self.feature_cache.get(hp.get("preprocessing"), hp.get("image_size"), cut)
-        x_train, x_val, x_test = cached.for_splits(splits)
-        data = PhaseData(x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test)
+        rows = cached.rows_for_splits(splits)
+        needed = sum(r.nbytes for r in rows)
+        limit = in_memory_limit_bytes()
+        streamed = needed > limit
+        if streamed:
+            logger.info(
+                "features: %s for this size take %.0f MiB, over the %.0f MiB kept in "
+                "memory; streaming batches from %s", cut, needed / 2**20, limit / 2**20,
+                self.feature_cache.directory / cached.key,
+            )
+            x_train, x_val, x_test = rows
+        else:
+            x_train, x_val, x_test = cached.for_splits(splits)
+        data = PhaseData(
+            x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test, streamed
+        )
         return data, ""
 
     def _fit_phase(
@@ -440,16 +460,25 @@ class TrialRunner:
             )
         callbacks += self._tensorboard_callbacks(trial_id, hp, phase)
 
+        evaluation_batch_size = max(training.batch_size, EVALUATION_BATCH_SIZE)
+        if data.streamed:
+            seed = trial_seed(self.study_seed, trial_id) + phase
+            inputs = {"x": FeatureBatches(data.x_train, data.y_train, training.batch_size,
+                                          shuffle=True, seed=seed)}
+            validation = FeatureBatches(data.x_val, data.y_val, evaluation_batch_size)
+            test = {"x": FeatureBatches(data.x_test, data.y_test, evaluation_batch_size)}
+        else:
+            inputs = {"x": data.x_train, "y": data.y_train, "batch_size": training.batch_size,
+                      "shuffle": True, "validation_batch_size": evaluation_batch_size}
+            validation = (data.x_val, data.y_val)
+            test = {"x": data.x_test, "y": data.y_test, "batch_size": evaluation_batch_size}
+
         started = time.monotonic()
         model.fit(
-            data.x_train,
-            data.y_train,
-            validation_data=(data.x_val, data.y_val),
+            **inputs,
+            validation_data=validation,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            batch_size=training.batch_size,
-            validation_batch_size=max(training.batch_size, EVALUATION_BATCH_SIZE),
-            shuffle=True,
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -463,12 +492,7 @@ class TrialRunner:
             )
 
         started = time.monotonic()
-        test_loss, test_accuracy = model.evaluate(
-            data.x_test,
-            data.y_test,
-            batch_size=max(training.batch_size, EVALUATION_BATCH_SIZE),
-            verbose=0,
-        )
+        test_loss, test_accuracy = model.evaluate(**test, verbose=0)
         logger.info(
             "%s phase=%d test_loss %.3f test_accuracy %.4f (report only)",
             label, phase, test_loss, test_accuracy,
@@ -484,6 +508,7 @@ class TrialRunner:
             "duration_s": fit_seconds + restored_seconds,
             "restored_s": restored_seconds,
             "evaluation_s": time.monotonic() - started,
+            "streamed": data.streamed,
         }
 
     def _tensorboard_callbacks(self, trial_id, hp, phase: int) -> list:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from study.hypermodel import (
 )
 from study.records import RECORD_FILE
 from study.search_space import load_search_space
+from study.streaming import LIMIT_VARIABLE
 from study.splits import make_splits
 from study.tuner import TwoPhaseTuner, make_oracle
 from study.weights import resolve_weights
@@ -159,6 +161,33 @@ def both_paths(tmp_path_factory, space, weights_file, data):
     cached = run_one_trial(space, weights_file, data, root / "cached", root / "features")
     full = run_one_trial(space, weights_file, data, root / "full", None)
     return cached, full
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory, space, weights_file, data, both_paths):
+    """The cached path again, with a memory limit of 0 so every input is streamed."""
+    root = tmp_path_factory.mktemp("streamed")
+    os.environ[LIMIT_VARIABLE] = "0"
+    try:
+        return run_one_trial(space, weights_file, data, root / "streamed", root / "features")
+    finally:
+        del os.environ[LIMIT_VARIABLE]
+
+
+def test_streamed_inputs_match_in_memory(both_paths, streamed):
+    cached, _ = both_paths
+    for phase in ("head", "finetune"):
+        assert streamed["phases"][phase]["streamed"] is True
+        assert cached["phases"][phase]["streamed"] is False
+        for metric in ("loss", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(
+                streamed["phases"][phase]["history"][metric],
+                cached["phases"][phase]["history"][metric],
+                rtol=1e-5, atol=1e-6,
+            )
+        assert streamed["phases"][phase]["test_loss"] == pytest.approx(
+            cached["phases"][phase]["test_loss"], rel=1e-5
+        )
 
 
 def test_paths_recorded(both_paths):
