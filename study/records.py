@@ -122,6 +122,8 @@ def trial_row(record: dict) -> dict:
     row["predictions_epoch"] = predictions.get("epoch")
     row["predictions_test_accuracy"] = predictions.get("test_accuracy")
     row["duration_s"] = record.get("duration_s")
+    row["trial_process"] = record.get("process")
+    row["peak_rss_mib"] = record.get("peak_rss_mib")
     row["started_at"] = record.get("started_at")
     for key in ("data_kind", "data_sha256", "weights_route", "weights_sha256"):
         row[key] = record.get(key)

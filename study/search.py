@@ -251,10 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     role = distributed.configure(args.chief, args.worker)
     check_distributed(role, args)
 
+    from study.splits import check_size, make_splits
+
+    for size in args.size:
+        check_size(size, space.training.validation_protocol, space.training.validation_fraction)
+
     import keras
 
     from study.data import load_cifar10
-    from study.splits import make_splits
 
     data = load_cifar10(args.data)
     splits = {

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from study.data import NUM_CLASSES, Cifar10
+from study.data import EXPECTED_COUNTS, NUM_CLASSES, Cifar10
 from study.errors import SplitError
 
 PROTOCOLS = ("holdout", "test")
@@ -195,3 +195,25 @@ def make_splits(
         protocol=protocol,
         subset=subset,
     )
+
+
+def check_size(
+    size: int, protocol: str = "holdout", validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+) -> None:
+    """Check a size against CIFAR-10's pool before the data is loaded.
+
+    Uses the class-balanced pool of 50,000 images that every CIFAR-10 copy
+    has, so an impossible size fails in a second instead of after loading the
+    data. `make_splits` checks again against the loaded labels.
+
+    Raises:
+        SplitError: on an unknown protocol or an impossible size.
+    """
+    if protocol not in PROTOCOLS:
+        raise SplitError(
+            f"unknown validation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
+        )
+    fraction = validation_fraction if protocol == "holdout" else 0.0
+    balanced_pool = np.arange(EXPECTED_COUNTS[0]) % NUM_CLASSES
+    select_subset(balanced_pool, size, 0, fraction)
+

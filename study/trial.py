@@ -70,6 +70,9 @@ EXAMPLE_IMAGES = 32
 # Inference needs no gradients, so validation and test passes use larger
 # batches than training unless the training batch is larger still.
 EVALUATION_BATCH_SIZE = 256
+# Batches per call into the compiled train function for models on cached
+# inputs (see `compile_model`); measured in benchmarks/throughput.py.
+CACHED_STEPS_PER_EXECUTION = 16
 
 
 def trial_seed(study_seed: int, trial_id: str) -> int:
@@ -314,7 +317,8 @@ class TrialRunner:
         if activations is not None:
             cut = CUT_BELOW_STAGE[hp.get("finetune_depth")]
             upper = upper_model(model, cut)
-            compile_model(upper, training.optimizer, hp.get("learning_rate_finetune"))
+            compile_model(upper, training.optimizer, hp.get("learning_rate_finetune"),
+                          CACHED_STEPS_PER_EXECUTION)
             logger.info(
                 "%s phase=2 trains from %s up on cached %s activations",
                 label, hp.get("finetune_depth"), cut,
@@ -359,7 +363,7 @@ class TrialRunner:
         if features is not None:
             head_net = head_model(model)
             compile_model(head_net, self.search_space.training.optimizer,
-                          hp.get("learning_rate_head"))
+                          hp.get("learning_rate_head"), CACHED_STEPS_PER_EXECUTION)
             logger.info("%s phase=1 trains the head on cached backbone features", label)
             head = self._fit_phase(
                 head_net, features, trial_id, hp, 1, epochs, 0, progress, verbose,

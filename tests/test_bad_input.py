@@ -85,11 +85,13 @@ CASES = {
     "size_not_number": (["--size", "ten"], "'ten' is not an integer"),
     "size_zero": (["--size", "0"], "'0' must be an integer >= 1"),
     "size_negative": (["--size=-5"], "'-5' must be an integer >= 1"),
+    # The data file of the two size cases does not exist: sizes are checked
+    # before the data is loaded.
     "size_above_pool": (
-        ["--size", "60000", "--data", "{good_data}"], "60000 exceeds the pool",
+        ["--size", "60000", "--data", "{good_data}.absent"], "60000 exceeds the pool",
     ),
     "size_without_validation_images": (
-        ["--size", "50", "--data", "{good_data}"], "validation image",
+        ["--size", "50", "--data", "{good_data}.absent"], "validation image",
     ),
     "data_missing": (["--size", "1000", "--data", "{good_data}.absent"], "not found"),
     "data_truncated": (["--size", "1000", "--data", "{truncated_data}"], "truncated.npz"),
