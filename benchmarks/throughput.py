@@ -7,9 +7,12 @@ Prints one table of measured seconds and the ratios between them:
 - the fp32 matrix-multiply peak of this machine, and the backbone's inference
   throughput as a fraction of it (ResNet50 FLOPs counted from its layers);
 - phase 1 per trial: the full model with a frozen backbone vs the head on
-  cached pooled features;
+  cached pooled features, with one and with several steps per call into the
+  train function, and streamed from the memory-mapped cache file;
+- the head's test accuracy on float32 features vs the same features rounded
+  to float16, over a few seeds, to decide whether the cache may store float16;
 - phase 2 per epoch: fine-tuning the whole backbone vs `conv5` and the head on
-  cached `conv4` activations;
+  cached `conv4` activations, with one and with several steps per call;
 - one whole trial: the naive two-phase loop vs the fastest valid path, with
   and without the one-off cache pass;
 - peak resident memory of the process.

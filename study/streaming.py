@@ -3,8 +3,8 @@
 The cache keeps each entry as a memory-mapped `.npy` file. A trial normally
 copies the rows of its split into memory (`Features.for_splits`), which is the
 fastest path. The activations below conv3 at 224 px take about 3 MiB per image
-in float32, so a large split does not fit; `FeatureBatches` then reads one
-batch at a time from the file instead. Rows of a batch are read in file order,
+in float32, so a large split does not fit in memory. `FeatureBatches` then
+reads one batch at a time from the file instead. Rows of a batch are read in file order,
 which keeps the reads as sequential as the shuffle allows.
 
 `in_memory_limit_bytes` decides between the two: half of the memory available

@@ -142,7 +142,7 @@ class TrialRunner:
         return path
 
     def label(self, trial_id: str) -> str:
-        """The prefix of the trial's log lines, e.g. `trial 3/10 size=10000`."""
+        """Return the prefix of the trial's log lines, e.g. `trial 3/10 size=10000`."""
         try:
             number = int(trial_id) + 1
         except ValueError:

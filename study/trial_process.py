@@ -109,7 +109,7 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 def _logging_setup() -> dict:
-    """What the child needs to log like the search's process."""
+    """Collect what the child needs to log like the search's process."""
     root = logging.getLogger()
     formatter = next((h.formatter for h in root.handlers if h.formatter), None)
     return {
@@ -142,7 +142,7 @@ def _child_main(sender, parent_pid: int, logging_setup: dict, function, args) ->
 
 
 def _picklable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives pickling, else a `TrialProcessError` naming it."""
+    """Return the exception if it survives pickling, else a `TrialProcessError` naming it."""
     try:
         pickle.loads(pickle.dumps(exc))
         return exc

@@ -155,7 +155,7 @@ class TwoPhaseTuner(keras_tuner.Tuner):
     # -- the trial --------------------------------------------------------
 
     def runner(self) -> TrialRunner:
-        """The picklable part of this tuner that runs one trial."""
+        """Return the picklable part of this tuner that runs one trial."""
         return TrialRunner(
             hypermodel=self.hypermodel,
             search_space=self.search_space,

@@ -1,5 +1,6 @@
 """Module-level functions for `study.trial_process` tests: a spawned child imports them."""
 
+import multiprocessing
 import os
 import signal
 import time
@@ -42,9 +43,10 @@ def write_pid_and_sleep(path):
 
 
 class SelfKillingHyperModel(TransferHyperModel):
-    """A hypermodel whose first build kills its process, as the out-of-memory killer would.
+    """A hypermodel whose first build in a trial process kills that process.
 
-    The first build creates `marker`; the builds of later trials work.
+    This is what the out-of-memory killer does. The first such build creates
+    `marker`; the builds of later trials work.
     """
 
     def __init__(self, marker, *args, **kwargs):
@@ -52,7 +54,10 @@ class SelfKillingHyperModel(TransferHyperModel):
         self.marker = str(marker)
 
     def build(self, hp):
-        if not os.path.exists(self.marker):
+        # Keras Tuner also builds once in the search's own process, to learn
+        # the search space; only a trial process may die.
+        in_trial_process = multiprocessing.parent_process() is not None
+        if in_trial_process and not os.path.exists(self.marker):
             Path(self.marker).touch()
             kill_self()
         return super().build(hp)
