@@ -86,6 +86,14 @@ def _all_layers(model):
             yield layer
 
 
+class LoggedResults(dict):
+    """Measured values that are also logged as they come, so a cut-short run keeps them."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        logger.info("measured %s = %s", key, value)
+
+
 def timed(function):
     started = time.perf_counter()
     result = function()
@@ -139,7 +147,7 @@ def run(args) -> dict:
         "l2": 0.0,
     }
     batch = args.batch_size
-    results = {}
+    results = LoggedResults()
 
     logger.info("matmul peak")
     results["matmul_peak_gflops"] = matmul_peak_gflops()

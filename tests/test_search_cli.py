@@ -218,7 +218,7 @@ def test_missing_data_file(tmp_path, capsys):
 
     status = run_main(
         main,
-        ["--size", "20", "--data", str(path), "--results-dir", str(tmp_path / "results")],
+        ["--size", "1000", "--data", str(path), "--results-dir", str(tmp_path / "results")],
     )
 
     lines = capsys.readouterr().err.strip().splitlines()

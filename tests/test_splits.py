@@ -5,7 +5,7 @@ import pytest
 
 from study.data import Cifar10
 from study.errors import SplitError
-from study.splits import make_splits, select_subset
+from study.splits import check_size, make_splits, select_subset
 
 POOL_PER_CLASS = 120
 TINY_PER_CLASS = 60
@@ -224,3 +224,22 @@ def test_size_error_through_make_splits(tiny_cifar10):
         make_splits(tiny_cifar10, 601, seed=0)
 
     assert "exceeds the pool" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "protocol", "fragment"),
+    [
+        (60000, "holdout", "exceeds the pool"),
+        (50, "holdout", "fewer than one per class"),
+        (5, "test", "smaller than the 10 classes"),
+        (1000, "kfold", "unknown validation protocol"),
+    ],
+)
+def test_check_size_without_data(size, protocol, fragment):
+    with pytest.raises(SplitError, match=fragment):
+        check_size(size, protocol)
+
+
+@pytest.mark.parametrize(("size", "protocol"), [(50000, "holdout"), (95, "holdout"), (50, "test")])
+def test_check_size_accepts_possible(size, protocol):
+    check_size(size, protocol)
