@@ -88,7 +88,7 @@ class Features:
     test: np.ndarray
 
     def rows_for_splits(self, splits) -> tuple:
-        """Where the train, validation and test rows of `splits` lie, without reading them.
+        """Locate the train, validation and test rows of `splits` without reading them.
 
         Returns three `study.streaming.FeatureRows`, each naming an array of
         this entry and the row indices into it.

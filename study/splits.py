@@ -174,11 +174,7 @@ def make_splits(
     Raises:
         SplitError: on an unknown protocol or an impossible size.
     """
-    if protocol not in PROTOCOLS:
-        raise SplitError(
-            f"unknown validation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
-        )
-    fraction = validation_fraction if protocol == "holdout" else 0.0
+    fraction = _held_out_fraction(protocol, validation_fraction)
     subset = select_subset(data.y_train, size, seed, fraction)
     if protocol == "holdout":
         x_val = data.x_train[subset.validation_indices]
@@ -209,11 +205,15 @@ def check_size(
     Raises:
         SplitError: on an unknown protocol or an impossible size.
     """
+    fraction = _held_out_fraction(protocol, validation_fraction)
+    balanced_pool = np.arange(EXPECTED_COUNTS[0]) % NUM_CLASSES
+    select_subset(balanced_pool, size, 0, fraction)
+
+
+def _held_out_fraction(protocol: str, validation_fraction: float) -> float:
+    """Return the fraction of the drawn images held out for validation under `protocol`."""
     if protocol not in PROTOCOLS:
         raise SplitError(
             f"unknown validation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
         )
-    fraction = validation_fraction if protocol == "holdout" else 0.0
-    balanced_pool = np.arange(EXPECTED_COUNTS[0]) % NUM_CLASSES
-    select_subset(balanced_pool, size, 0, fraction)
-
+    return validation_fraction if protocol == "holdout" else 0.0

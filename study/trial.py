@@ -1,6 +1,6 @@
 """One trial of the study: head training, then fine-tuning, with its record.
 
-`TrialRunner` holds everything a trial needs and nothing of the oracle, so it
+`TrialRunner` contains everything a trial needs and nothing of the oracle, so it
 can be pickled and run in a child process (`study.trial_process`) as well as
 in the search's own process. Its `run` method:
 
@@ -249,8 +249,8 @@ class TrialRunner:
     def mark_ended(self, trial_id: str, status: str, reason: str) -> None:
         """Set the status of a trial whose process could not write it itself.
 
-        Used when a child process was killed: its record still says `running`.
-        A record that already tells how the trial ended is left as it is.
+        Used when a child process was killed: its record is still `running`.
+        A record that already states how the trial ended is left as it is.
         """
         path = self.trial_dir(trial_id) / RECORD_FILE
         try:

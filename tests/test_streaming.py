@@ -10,7 +10,7 @@ from study.streaming import LIMIT_VARIABLE, FeatureBatches, FeatureRows, in_memo
 
 @pytest.fixture
 def memmap(tmp_path):
-    """A 50-row cache array on disk whose row i holds the value i."""
+    """A 50-row cache array on disk whose row i contains the value i."""
     path = tmp_path / "train.npy"
     rows = np.repeat(np.arange(50, dtype=np.float32)[:, None], 4, axis=1)
     np.save(path, rows)
