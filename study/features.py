@@ -20,6 +20,13 @@ the backbone must come from a weights file (random initialisation differs per
 trial), and no augmentation may run before it (the study has none yet). Each
 entry is checked on first use (shapes, dtype and sha256 of both arrays) and
 rebuilt when it does not match.
+
+Entries store float16 by default: half the disk and memory of float32, and
+the head's test accuracy on float16-rounded features stayed within seed noise
+of float32 in `benchmarks/throughput.py` (its table is in
+`benchmarks/README.md`). `FeatureCache(dtype="float32")` or
+`python -m study.search --feature-dtype float32` keeps full precision, for
+example to compare the cached path bit for bit with the full model.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from study.callbacks import format_duration
 from study.data import Cifar10, sha256_file
+from study.errors import ConfigError
 from study.records import write_atomic
 
 logger = logging.getLogger("study.features")
@@ -48,7 +55,8 @@ CUT_BELOW_STAGE = {
     "conv4": "conv3_block4_out",
     "conv5": "conv4_block6_out",
 }
-FEATURE_DTYPE = np.float32
+FEATURE_DTYPES = ("float16", "float32")
+DEFAULT_FEATURE_DTYPE = "float16"
 FORMAT_VERSION = 1
 # Images per forward pass: large batches run the frozen backbone fastest.
 EXTRACTION_BATCH_SIZE = 256
@@ -57,7 +65,12 @@ EXTRACTION_CHUNK = 5000
 
 
 def feature_key(
-    data_sha256: str, weights_sha256: str, preprocessing: str, image_size: int, cut: str = CUT
+    data_sha256: str,
+    weights_sha256: str,
+    preprocessing: str,
+    image_size: int,
+    cut: str = CUT,
+    dtype: str = DEFAULT_FEATURE_DTYPE,
 ) -> str:
     """Digest naming one cache entry; any change in the inputs gives a new entry."""
     fields = {
@@ -67,7 +80,7 @@ def feature_key(
         "preprocessing": preprocessing,
         "image_size": int(image_size),
         "cut": cut,
-        "dtype": np.dtype(FEATURE_DTYPE).name,
+        "dtype": np.dtype(dtype).name,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -105,7 +118,11 @@ class Features:
         return train, validation, everything
 
     def for_splits(self, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature arrays for the train, validation and test images of `splits`, in memory."""
+        """Feature arrays for the train, validation and test images of `splits`, in memory.
+
+        The arrays keep the entry's dtype; Keras casts float16 inputs to the
+        model's float32 as it reads each batch.
+        """
         return tuple(np.asarray(r.array[r.rows]) for r in self.rows_for_splits(splits))
 
 
@@ -117,11 +134,27 @@ class FeatureCache:
         hypermodel: a `study.hypermodel.TransferHyperModel`; its weights and
             backbone builder are used for the extraction.
         directory: where entries live; default `<study cache>/features`.
+        dtype: `float16` (default) or `float32`, the precision of the stored
+            arrays; each has entries of its own.
+
+    Raises:
+        ValueError: `dtype` is not one of `FEATURE_DTYPES`.
     """
 
-    def __init__(self, data: Cifar10, hypermodel, directory: str | Path | None = None):
+    def __init__(
+        self,
+        data: Cifar10,
+        hypermodel,
+        directory: str | Path | None = None,
+        dtype: str = DEFAULT_FEATURE_DTYPE,
+    ):
         from study.weights import cache_dir
 
+        if dtype not in FEATURE_DTYPES:
+            raise ValueError(
+                f"feature dtype {dtype!r} is not supported; use one of {', '.join(FEATURE_DTYPES)}"
+            )
+        self.dtype = dtype
         self.data = data
         self.hypermodel = hypermodel
         self.directory = Path(directory) if directory else cache_dir() / "features"
@@ -147,14 +180,20 @@ class FeatureCache:
             image_size: the backbone's input size in pixels.
             cut: `pool` for the pooled backbone output, or the name of a
                 backbone layer (see `CUT_BELOW_STAGE`) for its activations.
+
+        Raises:
+            ConfigError: a computed value does not fit the cache's dtype.
         """
         key = feature_key(
-            self.data.sha256, self.hypermodel.weights.sha256, preprocessing, image_size, cut
+            self.data.sha256, self.hypermodel.weights.sha256, preprocessing, image_size, cut,
+            self.dtype,
         )
         if key in self._loaded:
             return self._loaded[key]
         entry = self.directory / key
-        problem = _check_entry(entry, key, len(self.data.x_train), len(self.data.x_test))
+        problem = _check_entry(
+            entry, key, len(self.data.x_train), len(self.data.x_test), self.dtype
+        )
         if problem is None:
             logger.info("features: using cache entry %s", entry)
         else:
@@ -174,6 +213,7 @@ class FeatureCache:
     def _build(
         self, entry: Path, key: str, preprocessing: str, image_size: int, cut: str
     ) -> None:
+        from study.callbacks import format_duration
         from study.hypermodel import feature_extractor
 
         entry.mkdir(parents=True, exist_ok=True)
@@ -188,13 +228,13 @@ class FeatureCache:
             "preprocessing": preprocessing,
             "image_size": int(image_size),
             "cut": cut,
-            "dtype": np.dtype(FEATURE_DTYPE).name,
+            "dtype": self.dtype,
             "arrays": {},
         }
         started = time.monotonic()
         for name, images in (("train", self.data.x_train), ("test", self.data.x_test)):
             path = entry / f"{name}.npy"
-            _extract(extractor, images, path, f"features {name}")
+            _extract(extractor, images, path, f"features {name}", self.dtype)
             meta["arrays"][name] = {
                 "shape": list(np.load(path, mmap_mode="r").shape),
                 "sha256": sha256_file(path),
@@ -207,19 +247,31 @@ class FeatureCache:
         )
 
 
-def _extract(extractor, images: np.ndarray, path: Path, label: str) -> None:
-    """Run `extractor` over `images` in chunks, writing a .npy file atomically."""
+def _extract(extractor, images: np.ndarray, path: Path, label: str, dtype: str) -> None:
+    """Run `extractor` over `images` in chunks, writing a .npy file of `dtype` atomically."""
+    from study.callbacks import format_duration  # imports Keras
+
     row_shape = tuple(int(d) for d in extractor.output.shape[1:])
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     out = np.lib.format.open_memmap(
-        temporary, mode="w+", dtype=FEATURE_DTYPE, shape=(len(images), *row_shape)
+        temporary, mode="w+", dtype=dtype, shape=(len(images), *row_shape)
     )
     started = time.monotonic()
     for start in range(0, len(images), EXTRACTION_CHUNK):
         stop = min(start + EXTRACTION_CHUNK, len(images))
-        out[start:stop] = extractor.predict(
+        chunk = extractor.predict(
             images[start:stop], batch_size=EXTRACTION_BATCH_SIZE, verbose=0
         )
+        largest = float(np.max(np.abs(chunk))) if chunk.size else 0.0
+        if largest > float(np.finfo(dtype).max):
+            del out
+            temporary.unlink()
+            raise ConfigError(
+                f"{label}: values up to {largest:.3g} do not fit {dtype} "
+                f"(largest {np.finfo(dtype).max:.0f}); pass --feature-dtype float32 "
+                "(FeatureCache(dtype='float32') from Python)"
+            )
+        out[start:stop] = chunk
         elapsed = time.monotonic() - started
         rate = stop / elapsed if elapsed > 0 else float("inf")
         logger.info(
@@ -231,7 +283,7 @@ def _extract(extractor, images: np.ndarray, path: Path, label: str) -> None:
     os.replace(temporary, path)
 
 
-def _check_entry(entry: Path, key: str, n_train: int, n_test: int) -> str | None:
+def _check_entry(entry: Path, key: str, n_train: int, n_test: int, dtype: str) -> str | None:
     """Return None when the entry is complete and intact, else what is wrong with it."""
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
@@ -251,8 +303,8 @@ def _check_entry(entry: Path, key: str, n_train: int, n_test: int) -> str | None
             return f"{name}.npy unreadable: {exc}"
         if array.shape[:1] != (rows,) or list(array.shape) != expected.get("shape"):
             return f"{name}.npy has shape {array.shape}, expected {expected.get('shape')}"
-        if array.dtype != FEATURE_DTYPE:
-            return f"{name}.npy has dtype {array.dtype}"
+        if array.dtype != np.dtype(dtype):
+            return f"{name}.npy has dtype {array.dtype}, expected {dtype}"
         del array
         if sha256_file(path) != expected.get("sha256"):
             return f"{name}.npy does not match its sha256"

@@ -116,6 +116,8 @@ def trial_row(record: dict) -> dict:
     row["final_train_accuracy"] = row["finetune_final_train_accuracy"]
     row["head_path"] = record.get("phases", {}).get("head", {}).get("path")
     row["finetune_path"] = record.get("phases", {}).get("finetune", {}).get("path")
+    for phase in ("head", "finetune"):
+        row[f"{phase}_feature_dtype"] = record.get("phases", {}).get(phase, {}).get("feature_dtype")
     predictions = record.get("predictions") or {}
     row["predictions_file"] = predictions.get("file")
     row["predictions_weights"] = predictions.get("weights")

@@ -95,9 +95,11 @@ def run_sizes(
     hypermodel = TransferHyperModel(space, weights)
     feature_cache = None
     if data is not None and getattr(args, "feature_cache", True):
-        from study.features import FeatureCache
+        from study.features import DEFAULT_FEATURE_DTYPE, FeatureCache
 
-        feature_cache = FeatureCache(data, hypermodel)
+        feature_cache = FeatureCache(
+            data, hypermodel, dtype=getattr(args, "feature_dtype", DEFAULT_FEATURE_DTYPE)
+        )
     started = time.monotonic()
     for size, size_splits in splits.items():
         directory = project_dir(results_dir, space, size)

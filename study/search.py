@@ -24,6 +24,7 @@ from pathlib import Path
 
 from study import __version__, cli, distributed
 from study.errors import ConfigError
+from study.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES
 from study.search_space import ORACLES, SearchSpace, continuous_floats, load_search_space
 
 logger = logging.getLogger("study.search")
@@ -145,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser.add_argument(
+        "--feature-dtype", choices=FEATURE_DTYPES, default=DEFAULT_FEATURE_DTYPE,
+        help="precision of the cached backbone outputs on disk and in memory: float16 "
+        "takes half the space of float32 and, measured on CIFAR-10, gives the head the "
+        "same test accuracy within seed noise; float32 keeps every bit "
+        f"(default: {DEFAULT_FEATURE_DTYPE})",
+    )
+
+    parser.add_argument(
         "--trial-process", choices=("child", "main"), default="child",
         help="where each trial runs: 'child' starts a fresh process per trial, so the "
         "memory TensorFlow keeps for a trial's graphs is returned when it ends (a few "
@@ -235,7 +244,7 @@ def format_config(resolved: dict) -> str:
             )
     for key in (
         "sizes", "seed", "results_dir", "data", "weights", "keras_backend", "feature_cache",
-        "trial_process", "distributed", "machine",
+        "feature_dtype", "trial_process", "distributed", "machine",
     ):
         lines.append(f"{key} = {resolved[key]}")
     return "\n".join(f"  {line}" for line in lines)
@@ -290,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "weights": weights.describe(),
         "keras_backend": keras.backend.backend(),
         "feature_cache": args.feature_cache,
+        "feature_dtype": args.feature_dtype if args.feature_cache else None,
         "trial_process": args.trial_process,
         "distributed": distributed.describe(),
         "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",

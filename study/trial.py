@@ -320,8 +320,8 @@ class TrialRunner:
             compile_model(upper, training.optimizer, hp.get("learning_rate_finetune"),
                           CACHED_STEPS_PER_EXECUTION)
             logger.info(
-                "%s phase=2 trains from %s up on cached %s activations",
-                label, hp.get("finetune_depth"), cut,
+                "%s phase=2 trains from %s up on cached %s activations (%s)",
+                label, hp.get("finetune_depth"), cut, self.feature_cache.dtype,
             )
             finetune = self._fit_phase(
                 upper, activations, trial_id, hp, 2, epochs_finetune, initial_epoch,
@@ -329,6 +329,7 @@ class TrialRunner:
                 checkpoint=checkpoint, checkpoint_model=model,
             )
             finetune["path"] = "cached_activations"
+            finetune["feature_dtype"] = self.feature_cache.dtype
         else:
             logger.info("%s phase=2 trains the full model (%s)", label, why_not)
             finetune = self._fit_phase(
@@ -364,12 +365,14 @@ class TrialRunner:
             head_net = head_model(model)
             compile_model(head_net, self.search_space.training.optimizer,
                           hp.get("learning_rate_head"), CACHED_STEPS_PER_EXECUTION)
-            logger.info("%s phase=1 trains the head on cached backbone features", label)
+            logger.info("%s phase=1 trains the head on cached backbone features (%s)",
+                        label, self.feature_cache.dtype)
             head = self._fit_phase(
                 head_net, features, trial_id, hp, 1, epochs, 0, progress, verbose,
                 resume / "phase_1_cached_features",
             )
             head["path"] = "cached_features"
+            head["feature_dtype"] = self.feature_cache.dtype
         else:
             logger.info("%s phase=1 trains the full model with the backbone frozen (%s)",
                         label, why_not)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fixtures_study import tiny_cifar10, write_search_space
-from study.features import CUT_BELOW_STAGE, FeatureCache, feature_key
+from study.errors import ConfigError
+from study.features import CUT_BELOW_STAGE, FeatureCache, _extract, feature_key
 from study.hypermodel import (
     TransferHyperModel,
     build_model,
@@ -31,6 +32,7 @@ KEY_FIELDS = {
     "preprocessing": "caffe",
     "image_size": 32,
     "cut": "pool",
+    "dtype": "float16",
 }
 
 
@@ -64,7 +66,7 @@ def data():
 @pytest.mark.parametrize("field", sorted(KEY_FIELDS))
 def test_key_changes_with_field(field):
     changed = dict(KEY_FIELDS)
-    changed[field] = 64 if field == "image_size" else "other"
+    changed[field] = {"image_size": 64, "dtype": "float32"}.get(field, "other")
     assert feature_key(**changed) != feature_key(**KEY_FIELDS)
 
 
@@ -74,10 +76,56 @@ def test_key_is_stable():
 
 def test_cache_matches_extractor(tmp_path, data, space, weights_file):
     hypermodel = TransferHyperModel(space, weights_file)
+    features = FeatureCache(data, hypermodel, tmp_path, dtype="float32").get("caffe", 32)
+    extractor = feature_extractor(hypermodel.make_backbone(32), "caffe", 32)
+    expected = extractor.predict(data.x_test, verbose=0)
+    assert features.test.dtype == np.float32
+    np.testing.assert_allclose(features.test, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_float16_entry_is_rounded_extractor_output(tmp_path, data, space, weights_file):
+    hypermodel = TransferHyperModel(space, weights_file)
     features = FeatureCache(data, hypermodel, tmp_path).get("caffe", 32)
     extractor = feature_extractor(hypermodel.make_backbone(32), "caffe", 32)
     expected = extractor.predict(data.x_test, verbose=0)
-    np.testing.assert_allclose(features.test, expected, rtol=1e-5, atol=1e-5)
+    assert features.test.dtype == np.float16
+    # float16 keeps 11 significant bits: a relative error of at most 2**-11.
+    np.testing.assert_allclose(features.test, expected, rtol=2**-11 + 1e-6, atol=1e-6)
+    assert not np.array_equal(features.test, expected)
+
+
+def test_dtypes_have_separate_entries(tmp_path, data, space, weights_file):
+    hypermodel = TransferHyperModel(space, weights_file)
+    half = FeatureCache(data, hypermodel, tmp_path).get("caffe", 32)
+    full = FeatureCache(data, hypermodel, tmp_path, dtype="float32").get("caffe", 32)
+    assert half.key != full.key
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+class _ConstantExtractor:
+    """Stands in for a backbone whose outputs are all `value`."""
+
+    def __init__(self, value):
+        self.value = value
+        self.output = keras.KerasTensor((None, 4))
+
+    def predict(self, images, **kwargs):
+        return np.full((len(images), 4), self.value, np.float32)
+
+
+def test_float16_overflow_refused(tmp_path):
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    path = tmp_path / "train.npy"
+    _extract(_ConstantExtractor(6e4), images, path, "features train", "float16")
+    assert np.load(path).max() == pytest.approx(6e4, rel=1e-3)
+    with pytest.raises(ConfigError, match="up to 7e\\+04 do not fit float16.*--feature-dtype float32"):
+        _extract(_ConstantExtractor(7e4), images, tmp_path / "test.npy", "features test", "float16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.npy"]
+
+
+def test_unknown_dtype_refused(data, space, weights_file):
+    with pytest.raises(ValueError, match="'float64' is not supported; use one of float16"):
+        FeatureCache(data, TransferHyperModel(space, weights_file), dtype="float64")
 
 
 def test_cache_shapes(tmp_path, data, space, weights_file):
@@ -135,9 +183,9 @@ def test_head_model_shares_weights(space, weights_file, data):
     np.testing.assert_allclose(through_head, through_model, rtol=1e-4, atol=1e-5)
 
 
-def run_one_trial(space, weights, data, results_dir, cache_dir):
+def run_one_trial(space, weights, data, results_dir, cache_dir, dtype="float32"):
     hypermodel = TransferHyperModel(space, weights)
-    cache = FeatureCache(data, hypermodel, cache_dir) if cache_dir else None
+    cache = FeatureCache(data, hypermodel, cache_dir, dtype=dtype) if cache_dir else None
     tuner = TwoPhaseTuner(
         hypermodel,
         make_oracle("random", 1, 0, max_epochs=1),
@@ -172,6 +220,26 @@ def streamed(tmp_path_factory, space, weights_file, data, both_paths):
         return run_one_trial(space, weights_file, data, root / "streamed", root / "features")
     finally:
         del os.environ[LIMIT_VARIABLE]
+
+
+@pytest.fixture(scope="module")
+def float16_path(tmp_path_factory, space, weights_file, data):
+    root = tmp_path_factory.mktemp("float16")
+    return run_one_trial(
+        space, weights_file, data, root / "cached", root / "features", dtype="float16"
+    )
+
+
+def test_float16_trial_close_to_float32(both_paths, float16_path):
+    cached, _ = both_paths
+    for phase in ("head", "finetune"):
+        assert float16_path["phases"][phase]["feature_dtype"] == "float16"
+        assert cached["phases"][phase]["feature_dtype"] == "float32"
+        np.testing.assert_allclose(
+            float16_path["phases"][phase]["history"]["loss"],
+            cached["phases"][phase]["history"]["loss"],
+            rtol=1e-2,
+        )
 
 
 def test_streamed_inputs_match_in_memory(both_paths, streamed):

@@ -88,6 +88,7 @@ def test_project_config_written(study_run, size):
     assert config["search_space"]["tuner"]["max_trials"] == 1
     assert "none" in config["weights"]
     assert len(config["data_sha256"]) == 64
+    assert config["feature_dtype"] == "float16"
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -174,6 +175,7 @@ IN_PROCESS_USAGE_ERRORS = {
     "epochs_finetune_zero": ["--size", "20", "--epochs-finetune", "0"],
     "negative_epochs_head": ["--size", "20", "--epochs-head", "-1"],
     "missing_size": ["--search-space", "default"],
+    "feature_dtype_unknown": ["--size", "20", "--feature-dtype", "float64"],
 }
 
 
