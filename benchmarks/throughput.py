@@ -26,7 +26,7 @@ first, which includes tracing the train function, and a second one, measured
 alone. A phase of E epochs counts as the first epoch plus E - 1 times the
 second. Cached phase 1 runs in full. The cache lives where the study keeps it
 (`~/.keras/study/features` or `$STUDY_CACHE/features`); `--fresh-cache`
-computes the entries again in a new folder, and the table says whether each
+computes the entries again in a new folder, and the table states whether each
 cache pass ran or only loaded an existing entry.
 """
 
@@ -72,8 +72,8 @@ def model_gflops_per_image(model, training: bool = False) -> float:
     """Convolution and dense FLOPs of `model` per image, in GFLOP.
 
     With `training`, a layer with trainable weights counts three times its
-    forward FLOPs (forward, gradient of the input, gradient of the weights);
-    a frozen layer counts its forward pass only, which holds while no
+    forward FLOPs (forward, gradient of the input, gradient of the weights).
+    A frozen layer counts its forward pass only. That is exact while no
     trainable layer lies below a frozen one, as in every model here.
     """
     import keras
@@ -443,7 +443,23 @@ def describe_machine() -> str:
     except (OSError, subprocess.SubprocessError):
         gpu = "no GPU"
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {memory:.0f} GiB, {gpu}"
+    return (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs ({describe_cpu()}), "
+        f"{memory:.0f} GiB, {gpu}"
+    )
+
+
+def describe_cpu() -> str:
+    """Return the CPU model and its vector extensions, from /proc/cpuinfo on Linux."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "CPU model unknown"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if name in flags]
+    return f"{fields.get('model name', 'CPU model unknown')}, {' '.join(vector) or 'no AVX2'}"
 
 
 def main(argv=None) -> int:

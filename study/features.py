@@ -8,7 +8,8 @@ the whole pool (50,000 training and 10,000 test images) and stores it under
     <cache>/features/<key>/{train.npy, test.npy, meta.json}
 
 where the key is a digest of the data checksum, the weights checksum, the
-preprocessing mode, the image size and the cut point. Every trial of every size
+preprocessing mode, the image size, the cut point, the stored dtype and the
+format version. Every trial of every size
 then indexes into the same arrays, read memory-mapped.
 
 Phase 2 with `finetune_depth` conv3, conv4 or conv5 keeps the backbone below
@@ -25,8 +26,9 @@ Entries store float16 by default: half the disk and memory of float32, and
 the head's test accuracy on float16-rounded features stayed within seed noise
 of float32 in `benchmarks/throughput.py` (its table is in
 `benchmarks/README.md`). `FeatureCache(dtype="float32")` or
-`python -m study.search --feature-dtype float32` keeps full precision, for
-example to compare the cached path bit for bit with the full model.
+`python -m study.search --feature-dtype float32` keeps full precision, which
+brings the cached path closest to the full model. Only the pooled features
+were compared for accuracy; the float16 activations of phase 2 were not.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import numpy as np
 
 from study.data import Cifar10, sha256_file
 from study.errors import ConfigError
+from study.precision import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES, global_dtype_policy
 from study.records import write_atomic
 
 logger = logging.getLogger("study.features")
@@ -55,8 +58,6 @@ CUT_BELOW_STAGE = {
     "conv4": "conv3_block4_out",
     "conv5": "conv4_block6_out",
 }
-FEATURE_DTYPES = ("float16", "float32")
-DEFAULT_FEATURE_DTYPE = "float16"
 FORMAT_VERSION = 1
 # Images per forward pass: large batches run the frozen backbone fastest.
 EXTRACTION_BATCH_SIZE = 256
@@ -120,14 +121,14 @@ class Features:
     def for_splits(self, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feature arrays for the train, validation and test images of `splits`, in memory.
 
-        The arrays keep the entry's dtype; Keras casts float16 inputs to the
-        model's float32 as it reads each batch.
+        The arrays keep the entry's dtype, and Keras casts float16 inputs to
+        the model's float32 as it reads each batch.
         """
         return tuple(np.asarray(r.array[r.rows]) for r in self.rows_for_splits(splits))
 
 
 class FeatureCache:
-    """Computes, stores and loads pooled backbone features.
+    """Computes, stores and loads backbone outputs: pooled features or stage activations.
 
     Args:
         data: the loaded data set (its sha256 is part of the key).
@@ -135,7 +136,7 @@ class FeatureCache:
             backbone builder are used for the extraction.
         directory: where entries live; default `<study cache>/features`.
         dtype: `float16` (default) or `float32`, the precision of the stored
-            arrays; each has entries of its own.
+            arrays. Each dtype has entries of its own.
 
     Raises:
         ValueError: `dtype` is not one of `FEATURE_DTYPES`.
@@ -166,7 +167,7 @@ class FeatureCache:
         return {**self.__dict__, "_loaded": {}}
 
     def unavailable_reason(self) -> str | None:
-        """Why the cache cannot serve phase 1, or None when it can."""
+        """Return why the cache cannot serve this backbone, or None when it can."""
         weights = self.hypermodel.weights
         if weights.keras_weights is None or not weights.sha256:
             return "the backbone is randomly initialised per trial (--weights none)"
@@ -182,8 +183,13 @@ class FeatureCache:
                 backbone layer (see `CUT_BELOW_STAGE`) for its activations.
 
         Raises:
+            ValueError: the cache cannot serve this backbone (see
+                `unavailable_reason`).
             ConfigError: a computed value does not fit the cache's dtype.
         """
+        reason = self.unavailable_reason()
+        if reason:
+            raise ValueError(f"the feature cache cannot be used: {reason}")
         key = feature_key(
             self.data.sha256, self.hypermodel.weights.sha256, preprocessing, image_size, cut,
             self.dtype,
@@ -217,9 +223,12 @@ class FeatureCache:
         from study.hypermodel import feature_extractor
 
         entry.mkdir(parents=True, exist_ok=True)
-        extractor = feature_extractor(
-            self.hypermodel.make_backbone(image_size), preprocessing, image_size, cut
-        )
+        # Entries are computed in float32 whatever the trials' dtype policy,
+        # so one entry serves every policy.
+        with global_dtype_policy("float32"):
+            extractor = feature_extractor(
+                self.hypermodel.make_backbone(image_size), preprocessing, image_size, cut
+            )
         meta = {
             "format": FORMAT_VERSION,
             "key": key,

@@ -10,6 +10,10 @@
 
 `build()` returns the model ready for phase 1: backbone frozen, head trainable,
 compiled with `learning_rate_head`. `unfreeze_backbone()` prepares phase 2.
+With a mixed dtype policy (`mixed_float16` for GPUs, `mixed_bfloat16` for
+hardware with bfloat16 units) the layers compute in 16 bits and keep float32
+weights. The softmax output stays float32, and Keras wraps the optimizer in a
+`LossScaleOptimizer` for `mixed_float16`.
 The model uses `keras.layers` and `keras.ops` only, so it runs on every Keras
 backend.
 """
@@ -23,6 +27,7 @@ import keras_tuner
 from keras import ops
 
 from study.data import IMAGE_SHAPE, NUM_CLASSES
+from study.precision import DTYPE_POLICIES, global_dtype_policy
 from study.search_space import SearchSpace
 from study.weights import ResolvedWeights
 
@@ -72,19 +77,39 @@ class TransferHyperModel(keras_tuner.HyperModel):
         search_space: the hyperparameters and training settings.
         weights: resolved backbone weights. The weights file is read on the
             first build only; later builds copy the arrays kept in memory.
+        dtype_policy: the Keras dtype policy of the models that `build`
+            returns, one of `DTYPE_POLICIES`.
+
+    Raises:
+        ValueError: `dtype_policy` is not one of `DTYPE_POLICIES`.
     """
 
-    def __init__(self, search_space: SearchSpace, weights: ResolvedWeights, **kwargs):
+    def __init__(
+        self,
+        search_space: SearchSpace,
+        weights: ResolvedWeights,
+        dtype_policy: str = "float32",
+        **kwargs,
+    ):
         super().__init__(name=search_space.name, **kwargs)
+        if dtype_policy not in DTYPE_POLICIES:
+            raise ValueError(
+                f"dtype policy {dtype_policy!r} is not supported; use one of "
+                f"{', '.join(DTYPE_POLICIES)}"
+            )
         self.search_space = search_space
         self.weights = weights
+        self.dtype_policy = dtype_policy
         self._backbone_arrays = None
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         values = self.search_space.declare(hp)
-        model = build_model(values, self.make_backbone(values["image_size"]))
-        freeze_backbone(model)
-        compile_model(model, self.search_space.training.optimizer, values["learning_rate_head"])
+        with global_dtype_policy(self.dtype_policy):
+            model = build_model(values, self.make_backbone(values["image_size"]))
+            freeze_backbone(model)
+            compile_model(
+                model, self.search_space.training.optimizer, values["learning_rate_head"]
+            )
         return model
 
     def make_backbone(self, image_size: int) -> keras.Model:
@@ -134,8 +159,12 @@ def build_model(values: dict, backbone: keras.Model) -> keras.Model:
         )(x)
         if values["dropout"] > 0:
             x = keras.layers.Dropout(values["dropout"], name=f"dropout_{index}")(x)
+    # Under a mixed dtype policy a float32 softmax keeps float16 rounding and
+    # overflow out of the probabilities and the loss. Under float32 the
+    # argument changes nothing.
     outputs = keras.layers.Dense(
-        NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer, name="predictions"
+        NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer,
+        dtype="float32", name="predictions",
     )(x)
     return keras.Model(inputs, outputs, name="resnet50_transfer")
 
@@ -169,8 +198,11 @@ def head_model(model: keras.Model) -> keras.Model:
     weights, are the same objects.
     """
     pool = model.get_layer("pool")
-    inputs = keras.Input(shape=pool.output.shape[1:], name="features")
-    return keras.Model(inputs, _apply_layers_after(model, pool, inputs), name="head")
+    # A model takes the global dtype policy when it is built, and with
+    # mixed_float16 that policy is what makes compile() scale the loss.
+    with global_dtype_policy(model.dtype_policy.name):
+        inputs = keras.Input(shape=pool.output.shape[1:], name="features")
+        return keras.Model(inputs, _apply_layers_after(model, pool, inputs), name="head")
 
 
 def upper_model(model: keras.Model, cut: str) -> keras.Model:
@@ -181,10 +213,11 @@ def upper_model(model: keras.Model, cut: str) -> keras.Model:
     """
     backbone = backbone_of(model)
     cut_output = backbone.get_layer(cut).output
-    upper_backbone = keras.Model(cut_output, backbone.output, name="backbone_upper")
-    inputs = keras.Input(shape=cut_output.shape[1:], name="activations")
-    x = upper_backbone(inputs)
-    return keras.Model(inputs, _apply_layers_after(model, backbone, x), name="upper")
+    with global_dtype_policy(model.dtype_policy.name):
+        upper_backbone = keras.Model(cut_output, backbone.output, name="backbone_upper")
+        inputs = keras.Input(shape=cut_output.shape[1:], name="activations")
+        x = upper_backbone(inputs)
+        return keras.Model(inputs, _apply_layers_after(model, backbone, x), name="upper")
 
 
 def _apply_layers_after(model: keras.Model, layer, x):

@@ -117,7 +117,10 @@ def trial_row(record: dict) -> dict:
     row["head_path"] = record.get("phases", {}).get("head", {}).get("path")
     row["finetune_path"] = record.get("phases", {}).get("finetune", {}).get("path")
     for phase in ("head", "finetune"):
-        row[f"{phase}_feature_dtype"] = record.get("phases", {}).get(phase, {}).get("feature_dtype")
+        result = record.get("phases", {}).get(phase, {})
+        # Records from before float16 entries name no dtype: their cache was float32.
+        default = "float32" if str(result.get("path", "")).startswith("cached") else None
+        row[f"{phase}_feature_dtype"] = result.get("feature_dtype", default)
     predictions = record.get("predictions") or {}
     row["predictions_file"] = predictions.get("file")
     row["predictions_weights"] = predictions.get("weights")
@@ -125,6 +128,7 @@ def trial_row(record: dict) -> dict:
     row["predictions_test_accuracy"] = predictions.get("test_accuracy")
     row["duration_s"] = record.get("duration_s")
     row["trial_process"] = record.get("process")
+    row["dtype_policy"] = record.get("dtype_policy", "float32")
     row["peak_rss_mib"] = record.get("peak_rss_mib")
     row["started_at"] = record.get("started_at")
     for key in ("data_kind", "data_sha256", "weights_route", "weights_sha256"):

@@ -49,7 +49,10 @@ _IDENTITY_KEYS = {
     "seed": "seed",
     "data_sha256": "data file",
     "weights_sha256": "weights",
+    "dtype_policy": "--dtype-policy",
 }
+# Projects created before a key existed ran with this value.
+_IDENTITY_DEFAULTS = {"dtype_policy": "float32"}
 
 
 def project_dir(results_dir: Path, space: SearchSpace, size: int) -> Path:
@@ -68,7 +71,11 @@ def check_project(project_dir: Path, config: dict, overwrite: bool) -> None:
             f"project {project_dir} has an unreadable {CONFIG_FILE} ({exc}); "
             "pass --overwrite to start it again"
         ) from exc
-    changed = [name for key, name in _IDENTITY_KEYS.items() if previous.get(key) != config.get(key)]
+    changed = [
+        name for key, name in _IDENTITY_KEYS.items()
+        if previous.get(key, _IDENTITY_DEFAULTS.get(key))
+        != config.get(key, _IDENTITY_DEFAULTS.get(key))
+    ]
     if changed:
         raise ConfigError(
             f"project {project_dir} was created with a different "
@@ -92,10 +99,13 @@ def run_sizes(
     With `data` given and `args.feature_cache` set, phase 1 trains the head on
     cached backbone features (see `study.features`).
     """
-    hypermodel = TransferHyperModel(space, weights)
+    hypermodel = TransferHyperModel(
+        space, weights, dtype_policy=getattr(args, "dtype_policy", "float32")
+    )
     feature_cache = None
     if data is not None and getattr(args, "feature_cache", True):
-        from study.features import DEFAULT_FEATURE_DTYPE, FeatureCache
+        from study.features import FeatureCache
+        from study.precision import DEFAULT_FEATURE_DTYPE
 
         feature_cache = FeatureCache(
             data, hypermodel, dtype=getattr(args, "feature_dtype", DEFAULT_FEATURE_DTYPE)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from study import __version__, cli, distributed
 from study.errors import ConfigError
-from study.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES
+from study.precision import DEFAULT_FEATURE_DTYPE, DTYPE_POLICIES, FEATURE_DTYPES
 from study.search_space import ORACLES, SearchSpace, continuous_floats, load_search_space
 
 logger = logging.getLogger("study.search")
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-feature-cache", dest="feature_cache", action="store_false",
         help="train through the full model instead of on cached backbone outputs: "
         "pooled features in phase 1, and in phase 2 with finetune_depth conv3, conv4 or "
-        "conv5 the activations below that stage (slower, same result; the cache lives "
+        "conv5 the activations below that stage (slower; the same result up to the "
+        "float16 rounding of cached outputs, see --feature-dtype; the cache lives "
         "under ~/.keras/study/features or $STUDY_CACHE/features)",
     )
 
@@ -149,8 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-dtype", choices=FEATURE_DTYPES, default=DEFAULT_FEATURE_DTYPE,
         help="precision of the cached backbone outputs on disk and in memory: float16 "
         "takes half the space of float32 and, measured on CIFAR-10, gives the head the "
-        "same test accuracy within seed noise; float32 keeps every bit "
-        f"(default: {DEFAULT_FEATURE_DTYPE})",
+        "same test accuracy within seed noise; float32 keeps every bit. Ignored with "
+        f"--no-feature-cache (default: {DEFAULT_FEATURE_DTYPE})",
+    )
+
+    parser.add_argument(
+        "--dtype-policy", choices=DTYPE_POLICIES, default="float32",
+        help="Keras dtype policy of the trained models: mixed_float16 computes in float16 "
+        "with float32 weights and loss scaling, for GPUs with float16 units; "
+        "mixed_bfloat16 for hardware with bfloat16 units; on most CPUs both are slower "
+        "than float32 (default: float32)",
     )
 
     parser.add_argument(
@@ -244,7 +253,7 @@ def format_config(resolved: dict) -> str:
             )
     for key in (
         "sizes", "seed", "results_dir", "data", "weights", "keras_backend", "feature_cache",
-        "feature_dtype", "trial_process", "distributed", "machine",
+        "feature_dtype", "dtype_policy", "trial_process", "distributed", "machine",
     ):
         lines.append(f"{key} = {resolved[key]}")
     return "\n".join(f"  {line}" for line in lines)
@@ -300,12 +309,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keras_backend": keras.backend.backend(),
         "feature_cache": args.feature_cache,
         "feature_dtype": args.feature_dtype if args.feature_cache else None,
+        "dtype_policy": args.dtype_policy,
         "trial_process": args.trial_process,
         "distributed": distributed.describe(),
         "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs",
         **provenance,
     }
     logger.info("resolved configuration:\n%s", format_config(resolved))
+    if args.dtype_policy != "float32" and gpu_count(keras.backend.backend()) == 0:
+        logger.warning(
+            "--dtype-policy %s on a machine without a GPU: most CPUs compute in 16-bit "
+            "floats more slowly than in float32", args.dtype_policy,
+        )
 
     from study.runner import run_sizes
 
@@ -325,6 +340,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "are kept and the interrupted trial continues from its last finished epoch"
         )
         raise
+    return 0
+
+
+def gpu_count(backend: str) -> int:
+    """Count the GPUs that the Keras `backend` can use."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    if backend == "jax":
+        import jax
+
+        return sum(device.platform == "gpu" for device in jax.devices())
     return 0
 
 

@@ -52,6 +52,7 @@ from study.callbacks import (
 from study.errors import StudyError
 from study.features import CUT, CUT_BELOW_STAGE
 from study.hypermodel import compile_model, head_model, unfreeze_backbone, upper_model
+from study.precision import global_dtype_policy
 from study.records import RECORD_FILE, write_atomic, write_record
 from study.search_space import SearchSpace
 from study.splits import Splits
@@ -195,6 +196,7 @@ class TrialRunner:
             "sizes": splits.sizes(),
             "phases": {},
             "process": self.process,
+            "dtype_policy": self.dtype_policy,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **self.provenance,
         }
@@ -202,10 +204,13 @@ class TrialRunner:
         started = time.monotonic()
         logger.info("%s start %s", label, format_values(record["hyperparameters"]))
         try:
-            metrics = self._run_phases(
-                trial_id, hp, splits, record, label, epochs_head, epochs_finetune,
-                initial_epoch, continues, verbose,
-            )
+            # Models that the trial builds from the hypermodel's layers (the
+            # head, the upper stages) get the same policy, loss scaling included.
+            with global_dtype_policy(self.dtype_policy):
+                metrics = self._run_phases(
+                    trial_id, hp, splits, record, label, epochs_head, epochs_finetune,
+                    initial_epoch, continues, verbose,
+                )
         except BaseException as exc:
             status = "failed" if isinstance(exc, Exception) else "interrupted"
             record.update(
@@ -246,6 +251,11 @@ class TrialRunner:
         )
         return record
 
+    @property
+    def dtype_policy(self) -> str:
+        """The Keras dtype policy of the hypermodel, `float32` for one that sets none."""
+        return getattr(self.hypermodel, "dtype_policy", "float32")
+
     def mark_ended(self, trial_id: str, status: str, reason: str) -> None:
         """Set the status of a trial whose process could not write it itself.
 
@@ -271,6 +281,8 @@ class TrialRunner:
         # Drop what earlier trials of this process left in the Keras session.
         keras.backend.clear_session()
         gc.collect()
+        # clear_session() also resets the global dtype policy.
+        keras.config.set_dtype_policy(self.dtype_policy)
         model = self.hypermodel.build(hp)
         if not isinstance(model, keras.Model):
             raise keras_tuner.errors.FatalTypeError(

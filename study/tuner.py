@@ -25,6 +25,7 @@ from pathlib import Path
 import keras_tuner
 
 from study.callbacks import format_duration
+from study.precision import global_dtype_policy
 from study.records import write_tables
 from study.search_space import SearchSpace
 from study.trial import CHECKPOINT_FILE, OBJECTIVE, TrialRunner
@@ -195,6 +196,8 @@ class TwoPhaseTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """Build the trial's model and load its best phase-2 checkpoint."""
-        model = self.runner().build_model(trial.hyperparameters)
+        runner = self.runner()
+        with global_dtype_policy(runner.dtype_policy):
+            model = runner.build_model(trial.hyperparameters)
         model.load_weights(str(Path(self.get_trial_dir(trial.trial_id)) / CHECKPOINT_FILE))
         return model

@@ -168,6 +168,9 @@ def test_corrupt_entry_rebuilt(tmp_path, data, space, weights_file, caplog, dama
 def test_cache_unavailable_without_weights(tmp_path, data, space):
     cache = FeatureCache(data, TransferHyperModel(space, resolve_weights("none")), tmp_path)
     assert "randomly initialised" in cache.unavailable_reason()
+    with pytest.raises(ValueError, match="randomly initialised"):
+        cache.get("caffe", 32)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_head_model_shares_weights(space, weights_file, data):
@@ -183,8 +186,10 @@ def test_head_model_shares_weights(space, weights_file, data):
     np.testing.assert_allclose(through_head, through_model, rtol=1e-4, atol=1e-5)
 
 
-def run_one_trial(space, weights, data, results_dir, cache_dir, dtype="float32"):
-    hypermodel = TransferHyperModel(space, weights)
+def run_one_trial(
+    space, weights, data, results_dir, cache_dir, dtype="float32", dtype_policy="float32"
+):
+    hypermodel = TransferHyperModel(space, weights, dtype_policy=dtype_policy)
     cache = FeatureCache(data, hypermodel, cache_dir, dtype=dtype) if cache_dir else None
     tuner = TwoPhaseTuner(
         hypermodel,
@@ -239,6 +244,30 @@ def test_float16_trial_close_to_float32(both_paths, float16_path):
             float16_path["phases"][phase]["history"]["loss"],
             cached["phases"][phase]["history"]["loss"],
             rtol=1e-2,
+        )
+
+
+@pytest.fixture(scope="module")
+def mixed_precision_path(tmp_path_factory, space, weights_file, data):
+    root = tmp_path_factory.mktemp("mixed")
+    return run_one_trial(
+        space, weights_file, data, root / "cached", root / "features",
+        dtype_policy="mixed_float16",
+    )
+
+
+def test_mixed_precision_trial_on_cache(both_paths, mixed_precision_path):
+    cached, _ = both_paths
+    assert mixed_precision_path["status"] == "completed"
+    assert mixed_precision_path["dtype_policy"] == "mixed_float16"
+    assert cached["dtype_policy"] == "float32"
+    assert keras.config.dtype_policy().name == "float32"
+    for phase in ("head", "finetune"):
+        # float16 arithmetic moves the losses a little, not far.
+        np.testing.assert_allclose(
+            mixed_precision_path["phases"][phase]["history"]["loss"],
+            cached["phases"][phase]["history"]["loss"],
+            rtol=5e-2,
         )
 
 

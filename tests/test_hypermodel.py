@@ -15,7 +15,9 @@ from study.hypermodel import (
     build_model,
     compile_model,
     freeze_backbone,
+    head_model,
     unfreeze_backbone,
+    upper_model,
 )
 from study.search_space import DEFAULTS, load_search_space
 from study.weights import ResolvedWeights, resolve_weights
@@ -366,3 +368,53 @@ def test_weights_file_read_once(notop_weights, tmp_path, monkeypatch):
         arrays = backbone_of(model).get_weights()
         assert len(arrays) == len(expected), name
         assert all(np.array_equal(a, b) for a, b in zip(arrays, expected)), name
+
+
+@pytest.fixture(scope="module")
+def mixed_model():
+    """The default model built under the mixed_float16 dtype policy."""
+    hypermodel = TransferHyperModel(DEFAULT_SPACE, NO_WEIGHTS, dtype_policy="mixed_float16")
+    return hypermodel.build(hyperparameters_with(DEFAULT_SPACE, {}))
+
+
+def test_mixed_policy_computes_in_float16(mixed_model):
+    assert mixed_model.get_layer("dense_1").compute_dtype == "float16"
+    assert mixed_model.get_layer("dense_1").kernel.dtype == "float32"
+    assert backbone_of(mixed_model).get_layer("conv1_conv").compute_dtype == "float16"
+
+
+def test_mixed_policy_keeps_float32_output(mixed_model):
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+
+    assert mixed_model.get_layer("predictions").compute_dtype == "float32"
+    assert mixed_model.predict(images, verbose=0).dtype == np.float32
+
+
+def test_mixed_policy_scales_loss(mixed_model):
+    assert isinstance(mixed_model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_mixed_head_model_scales_loss(mixed_model):
+    head = head_model(mixed_model)
+    compile_model(head, "adam", 1e-3)
+
+    assert head.dtype_policy.name == "mixed_float16"
+    assert isinstance(head.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_mixed_upper_model_scales_loss(mixed_model):
+    unfreeze_backbone(mixed_model, "conv5", "frozen")
+    upper = upper_model(mixed_model, "conv4_block6_out")
+    compile_model(upper, "adam", 1e-5)
+
+    assert upper.dtype_policy.name == "mixed_float16"
+    assert isinstance(upper.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_build_restores_global_policy(mixed_model):
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_unknown_dtype_policy_rejected():
+    with pytest.raises(ValueError, match="'float64' is not supported; use one of float32"):
+        TransferHyperModel(DEFAULT_SPACE, NO_WEIGHTS, dtype_policy="float64")

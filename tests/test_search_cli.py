@@ -89,6 +89,7 @@ def test_project_config_written(study_run, size):
     assert "none" in config["weights"]
     assert len(config["data_sha256"]) == 64
     assert config["feature_dtype"] == "float16"
+    assert config["dtype_policy"] == "float32"
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -176,6 +177,7 @@ IN_PROCESS_USAGE_ERRORS = {
     "negative_epochs_head": ["--size", "20", "--epochs-head", "-1"],
     "missing_size": ["--search-space", "default"],
     "feature_dtype_unknown": ["--size", "20", "--feature-dtype", "float64"],
+    "dtype_policy_unknown": ["--size", "20", "--dtype-policy", "float64"],
 }
 
 
@@ -228,3 +230,23 @@ def test_missing_data_file(tmp_path, capsys):
     assert len(lines) == 1
     assert str(path) in lines[0]
     assert "not found" in lines[0]
+
+
+def test_dtype_policy_change_needs_overwrite(tmp_path):
+    from study.errors import ConfigError
+    from study.runner import check_project
+
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"size": 20, "dtype_policy": "float32"}))
+
+    with pytest.raises(ConfigError, match="different --dtype-policy"):
+        check_project(tmp_path, {"size": 20, "dtype_policy": "mixed_float16"}, overwrite=False)
+    check_project(tmp_path, {"size": 20, "dtype_policy": "mixed_float16"}, overwrite=True)
+
+
+def test_project_without_dtype_policy_resumes(tmp_path):
+    from study.runner import check_project
+
+    # Projects written before the option existed ran in float32.
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"size": 20}))
+
+    check_project(tmp_path, {"size": 20, "dtype_policy": "float32"}, overwrite=False)
