@@ -73,8 +73,9 @@ def model_gflops_per_image(model, training: bool = False) -> float:
 
     With `training`, a layer with trainable weights counts three times its
     forward FLOPs (forward, gradient of the input, gradient of the weights).
-    A frozen layer counts its forward pass only. That is exact while no
-    trainable layer lies below a frozen one, as in every model here.
+    A frozen layer counts its forward pass only, which assumes that no
+    trainable layer lies below a frozen one, as in every model here. The
+    lowest trainable layer is counted with an input gradient it does not need.
     """
     import keras
 
