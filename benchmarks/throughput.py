@@ -398,7 +398,7 @@ def format_table(results: dict, args) -> str:
             f"{r['phase2_full_epoch_s'] / r['phase2_conv5_one_step_epoch_s']:.1f}x faster",
         ),
         (
-            f"phase 2 per epoch, conv5 on cached activations, {steps} steps",
+            f"phase 2 per epoch, conv5 on cached activations, {steps} steps per call",
             f"{r['phase2_conv5_cached_epoch_s']:.1f} s",
             f"{r['phase2_full_epoch_s'] / r['phase2_conv5_cached_epoch_s']:.1f}x faster; first "
             f"epoch {r['phase2_conv5_cached_first_epoch_s']:.1f} s; "
