@@ -27,7 +27,7 @@ import keras_tuner
 from keras import ops
 
 from study.data import IMAGE_SHAPE, NUM_CLASSES
-from study.precision import DTYPE_POLICIES, global_dtype_policy
+from study.precision import DEFAULT_DTYPE_POLICY, DTYPE_POLICIES, global_dtype_policy
 from study.search_space import SearchSpace
 from study.weights import ResolvedWeights
 
@@ -88,7 +88,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self,
         search_space: SearchSpace,
         weights: ResolvedWeights,
-        dtype_policy: str = "float32",
+        dtype_policy: str = DEFAULT_DTYPE_POLICY,
         **kwargs,
     ):
         super().__init__(name=search_space.name, **kwargs)

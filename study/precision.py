@@ -14,6 +14,8 @@ DEFAULT_FEATURE_DTYPE = "float16"
 # Keras dtype policies for the trained models: mixed_float16 suits GPUs with
 # float16 units, mixed_bfloat16 hardware with bfloat16 units.
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+# Also the policy of every record and project written before the option existed.
+DEFAULT_DTYPE_POLICY = "float32"
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.precision import DEFAULT_DTYPE_POLICY
+
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "record.json"
@@ -128,7 +130,7 @@ def trial_row(record: dict) -> dict:
     row["predictions_test_accuracy"] = predictions.get("test_accuracy")
     row["duration_s"] = record.get("duration_s")
     row["trial_process"] = record.get("process")
-    row["dtype_policy"] = record.get("dtype_policy", "float32")
+    row["dtype_policy"] = record.get("dtype_policy", DEFAULT_DTYPE_POLICY)
     row["peak_rss_mib"] = record.get("peak_rss_mib")
     row["started_at"] = record.get("started_at")
     for key in ("data_kind", "data_sha256", "weights_route", "weights_sha256"):

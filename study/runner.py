@@ -17,6 +17,7 @@ import pandas as pd
 
 from study.callbacks import format_duration
 from study.hypermodel import TransferHyperModel
+from study.precision import DEFAULT_DTYPE_POLICY, DEFAULT_FEATURE_DTYPE
 from study.records import build_tables, write_atomic, write_tables
 from study.errors import ConfigError, StudyError, TrialFailuresError
 from study.search_space import SearchSpace
@@ -52,7 +53,7 @@ _IDENTITY_KEYS = {
     "dtype_policy": "--dtype-policy",
 }
 # Projects created before a key existed ran with this value.
-_IDENTITY_DEFAULTS = {"dtype_policy": "float32"}
+_IDENTITY_DEFAULTS = {"dtype_policy": DEFAULT_DTYPE_POLICY}
 
 
 def project_dir(results_dir: Path, space: SearchSpace, size: int) -> Path:
@@ -100,12 +101,11 @@ def run_sizes(
     cached backbone features (see `study.features`).
     """
     hypermodel = TransferHyperModel(
-        space, weights, dtype_policy=getattr(args, "dtype_policy", "float32")
+        space, weights, dtype_policy=getattr(args, "dtype_policy", DEFAULT_DTYPE_POLICY)
     )
     feature_cache = None
     if data is not None and getattr(args, "feature_cache", True):
         from study.features import FeatureCache
-        from study.precision import DEFAULT_FEATURE_DTYPE
 
         feature_cache = FeatureCache(
             data, hypermodel, dtype=getattr(args, "feature_dtype", DEFAULT_FEATURE_DTYPE)

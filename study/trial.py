@@ -52,7 +52,7 @@ from study.callbacks import (
 from study.errors import StudyError
 from study.features import CUT, CUT_BELOW_STAGE
 from study.hypermodel import compile_model, head_model, unfreeze_backbone, upper_model
-from study.precision import global_dtype_policy
+from study.precision import DEFAULT_DTYPE_POLICY, global_dtype_policy
 from study.records import RECORD_FILE, write_atomic, write_record
 from study.search_space import SearchSpace
 from study.splits import Splits
@@ -254,7 +254,7 @@ class TrialRunner:
     @property
     def dtype_policy(self) -> str:
         """The Keras dtype policy of the hypermodel, `float32` for one that sets none."""
-        return getattr(self.hypermodel, "dtype_policy", "float32")
+        return getattr(self.hypermodel, "dtype_policy", DEFAULT_DTYPE_POLICY)
 
     def mark_ended(self, trial_id: str, status: str, reason: str) -> None:
         """Set the status of a trial whose process could not write it itself.
